@@ -1,0 +1,1 @@
+"""labeldistill: distill a dataset into soft labels for a few real base images."""

@@ -1,0 +1,189 @@
+"""Command line: one subcommand per verb; the library itself never prints."""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+from .errors import LabelDistillError
+
+QUICKSTART = {
+    "data.source": "mnist5k", "data.target": "mnist5k", "data.num_base_examples": 20,
+    "distill.epochs": 30, "distill.batch_size": 256, "distill.validate_every": 5,
+    "evaluate.num_test_models": 10,
+}
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set distill.epochs=10 (repeatable)")
+    p.add_argument("--data-root", help="folder with NAME.npz files or torchvision's files "
+                   "(default: $LABELDISTILL_DATA_ROOT or ~/.cache/labeldistill/data)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's (auto: CUDA if available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labeldistill", description=__doc__.split(";")[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run an experiment (no CONFIG: the offline quickstart)")
+    p.add_argument("config", nargs="?", help="YAML or JSON config (the reference's flat JSON works too)")
+    _add_run_options(p)
+    p.add_argument("--out", default="runs", help="parent folder of run directories (default: runs)")
+    p.add_argument("--resume", action="store_true", help="continue an unfinished run from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("validate", help="check config files without running them")
+    p.add_argument("configs", nargs="+")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    p = sub.add_parser("show-config", help="print the resolved config (defaults filled in) as YAML")
+    p.add_argument("config", nargs="?")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    sub.add_parser("datasets", help="list the dataset registry")
+    sub.add_parser("models", help="list the model registry")
+    return parser
+
+
+def quickstart_config(overrides=()) -> config_mod.Config:
+    cfg = config_mod.apply(config_mod.Config(), QUICKSTART)
+    return config_mod.with_overrides(config_mod.validate(cfg), overrides)
+
+
+def _load(path: str | None, overrides) -> config_mod.Config:
+    if path is None:
+        return config_mod.with_overrides(config_mod.Config(), overrides)
+    return config_mod.load(path, overrides)
+
+
+class _Progress:
+    """tqdm progress over epochs, with validation error in the postfix."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="epoch", disable=not enabled, leave=False, file=sys.stderr)
+
+    def __call__(self, event: str, info: dict) -> None:
+        if event == "epoch":
+            self.bar.n = info["epoch"]
+            post = {"train_err": f"{info['train_error']:.1f}", "steps": info["num_steps"]}
+            if "val_error" in info:
+                post["val_err"] = f"{info['val_error']:.1f}"
+            self.bar.set_postfix(post, refresh=True)
+        elif event == "resumed":
+            self.bar.n = info["epoch"]
+            self.bar.refresh()
+        elif event == "step_search":
+            self.bar.set_postfix({"steps": info["num_steps"], "val_err": f"{info['val_error']:.1f}"})
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run_one(cfg, args) -> dict:
+    from .distill import run_experiment
+
+    progress = _Progress(cfg.distill.epochs if not cfg.is_baseline else 1, cfg.run_name,
+                         enabled=not args.quiet and sys.stderr.isatty())
+    try:
+        return run_experiment(cfg, out=args.out, device=args.device, root=args.data_root,
+                              progress=progress, resume=args.resume, overwrite=args.overwrite)
+    finally:
+        progress.close()
+
+
+def _summary_line(r: dict, out: str | None) -> str:
+    where = f" -> {Path(out) / r['name']}" if out else ""
+    return (f"{r['method']:<12} {r['source']}->{r['target']} {r['num_base_examples']} base examples: "
+            f"test accuracy {r['test_accuracy_mean']:.2f} +- {r['test_accuracy_std']:.2f} % "
+            f"({len(r['test_accuracy'])} models, {r['num_steps']} steps){where}")
+
+
+def cmd_run(args) -> int:
+    if args.config is None:
+        base = quickstart_config(args.overrides)
+        cfgs = [config_mod.apply(base, {"method": m, "name": f"quickstart_{m}"}) for m in ("ld-rr", "baseline")]
+        print(f"labeldistill quickstart: {base.data.num_base_examples} real MNIST digits from the embedded "
+              f"offline set ({base.data.source}), label distillation (ld-rr) vs true labels", flush=True)
+    else:
+        cfgs = [_load(args.config, args.overrides)]
+    results = []
+    for cfg in cfgs:
+        r = _run_one(cfg, args)
+        results.append(r)
+        print(_summary_line(r, args.out), flush=True)
+    if len(results) > 1:
+        print()
+        print("| method | test accuracy % (mean +- std) | models | steps |")
+        print("|---|---|---|---|")
+        for r in results:
+            print(f"| {r['method']} | {r['test_accuracy_mean']:.2f} +- {r['test_accuracy_std']:.2f} | "
+                  f"{len(r['test_accuracy'])} | {r['num_steps']} |")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    failed = 0
+    for path in args.configs:
+        try:
+            cfg = config_mod.load(path, args.overrides)
+            print(f"ok    {path} ({cfg.method}, {cfg.data.source}->{cfg.data.target}, "
+                  f"{cfg.data.num_base_examples} base examples)")
+        except LabelDistillError as exc:
+            failed += 1
+            print(f"error {path}: {exc}")
+    return 1 if failed else 0
+
+
+def cmd_show_config(args) -> int:
+    import yaml
+
+    cfg = _load(args.config, args.overrides)
+    print(yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .datasets import DATASETS
+
+    for name, info in sorted(DATASETS.items()):
+        print(f"{name:<14} {info.num_classes:>3} classes  {info.channels}x{info.image_size}x{info.image_size}  "
+              f"{info.description}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import MODELS
+
+    for name, cls in sorted(MODELS.items()):
+        print(f"{name:<14} features {cls.feature_dim:>4}  {(cls.__doc__ or '').strip().splitlines()[0]}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "show-config": cmd_show_config,
+            "datasets": cmd_datasets, "models": cmd_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except LabelDistillError as exc:
+        print(f"labeldistill: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        cmd = " ".join(shlex.quote(a) for a in (sys.argv if argv is None else ["labeldistill", *argv]))
+        resume = cmd if "--resume" in cmd else cmd + " --resume"
+        print(f"labeldistill: interrupted; resume with: {resume}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

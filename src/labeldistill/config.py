@@ -1,0 +1,428 @@
+"""Experiment configuration: frozen dataclasses, YAML/JSON files, typed overrides.
+
+An experiment is fully described by a `Config`. Files may be nested YAML/JSON
+(the sections below) or the reference implementation's flat JSON files, which
+are translated unchanged (`from_legacy`). Overrides use dotted keys
+(`distill.epochs=2`) or, for convenience, the unique leaf name (`epochs=2`).
+Unknown keys and wrong types are errors with a "did you mean" hint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import ConfigError
+
+METHODS = ("ld-rr", "ld-or2", "dd-rr", "dd-or2", "baseline", "baseline-ls")
+OPTIMIZERS = ("adam", "sgd", "momentum")
+
+# Inner minibatch sizes of the reference for 10, 20, 50, 100, 200, 500 base examples.
+_INNER_BATCH = {10: 10, 20: 10, 50: 25, 100: 50, 200: 50, 500: 50}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "mnist"
+    target: str = "mnist"
+    num_base_examples: int = 100
+    # None: balanced for within-dataset runs, unbalanced for cross-dataset runs.
+    balanced: bool | None = None
+    # None: the whole target set (e.g. 50,000 for MNIST).
+    target_set_size: int | None = None
+    root: str | None = None
+    download: bool = True
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    epochs: int = 400
+    batch_size: int = 1024
+    # None: the reference's table (10, 10, 25, 50, 50, 50 for 10..500 base examples).
+    inner_batch_size: int | None = None
+    inner_lr: float = 0.01
+    label_lr: float = 0.001
+    model_lr: float = 0.001
+    calibration_lr: float = 0.01
+    ridge_lambda: float = 1.0
+    head_momentum: float = 0.99
+    # None: 50, or 200 with more than 100 base examples, or the dataset's override.
+    stats_gap: int | None = None
+    validate_every: int = 5
+    checkpoint_every: int = 1
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    num_test_models: int = 20
+    label_smoothing: float = 0.1
+    optimizer: str = "adam"
+    lr: float | None = None
+    batch_size: int = 1024
+    # Number-of-steps analysis: test models evaluated at best + these offsets.
+    num_steps_analysis: bool = False
+    step_offsets: tuple[int, ...] = (-50, -20, -10, 0, 10, 20, 50, 100)
+    # Architecture transfer: also test with these architectures.
+    test_architectures: tuple[str, ...] = ()
+    # Optimiser flexibility: also test with these optimisers.
+    test_optimizers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = ""
+    method: str = "ld-rr"
+    seed: int = 0
+    # None: LeNet for grayscale targets, AlexCifarNet for colour ones.
+    arch: str | None = None
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+
+    # ---- derived values -------------------------------------------------
+    @property
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        d = self.data
+        return f"{self.method}_{d.source}_to_{d.target}_{d.num_base_examples}be_{self.seed}s"
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.method.startswith("baseline")
+
+    @property
+    def variant(self) -> str:
+        """'rr' or 'or2' for meta-learning methods."""
+        return self.method.split("-")[1]
+
+    @property
+    def inner_batch_size(self) -> int:
+        if self.distill.inner_batch_size is not None:
+            return self.distill.inner_batch_size
+        n = self.data.num_base_examples
+        for size in sorted(_INNER_BATCH):
+            if n <= size:
+                return min(_INNER_BATCH[size], n)
+        return 50
+
+    @property
+    def balanced(self) -> bool:
+        if self.data.balanced is not None:
+            return self.data.balanced
+        return self.data.source == self.data.target
+
+
+# ---------------------------------------------------------------------------
+# generic helpers
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _section_types() -> dict[str, type]:
+    return {"data": DataConfig, "distill": DistillConfig, "evaluate": EvalConfig}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _all_keys() -> dict[str, str]:
+    """Every dotted key -> its leaf name."""
+    keys = {}
+    for name, tp in _field_types(Config).items():
+        if name in _section_types():
+            for leaf in _field_types(_section_types()[name]):
+                keys[f"{name}.{leaf}"] = leaf
+        else:
+            keys[name] = name
+    return keys
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert `value` (from a file or a command-line string) to type `tp` or fail clearly."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(value, inner[0], key)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in re.split(r"[,\s]+", value.strip("[]() ")) if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(coerce(v, args[0], key) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def resolve_key(key: str) -> str:
+    """Map a dotted key or a unique leaf name to its dotted key."""
+    keys = _all_keys()
+    if key in keys:
+        return key
+    matches = [k for k, leaf in keys.items() if leaf == key]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ConfigError(f"ambiguous key '{key}': use one of {', '.join(matches)}")
+    candidates = list(keys) + sorted(set(keys.values()))
+    raise ConfigError(f"unknown config key '{key}'{did_you_mean(key, candidates)}")
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if not isinstance(k, str):
+            raise ConfigError(f"config keys must be strings, got {k!r}")
+        dotted = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            if dotted not in _section_types():
+                raise ConfigError(f"unknown config section '{dotted}'{did_you_mean(dotted, _section_types())}")
+            out.update(_flatten(v, dotted + "."))
+        else:
+            out[dotted] = v
+    return out
+
+
+def apply(cfg: Config, values: Mapping[str, Any]) -> Config:
+    """Return `cfg` with dotted (or unique leaf) keys set, each coerced to its field type."""
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = resolve_key(raw_key)
+        if "." in key:
+            sec, leaf = key.split(".", 1)
+            tp = _field_types(_section_types()[sec])[leaf]
+            sections.setdefault(sec, {})[leaf] = coerce(value, tp, key)
+        else:
+            if key in _section_types():
+                raise ConfigError(f"'{key}' is a section; set its keys, e.g. {key}.{next(iter(_field_types(_section_types()[key])))}=...")
+            top[key] = coerce(value, _field_types(Config)[key], key)
+    for sec, vals in sections.items():
+        top[sec] = dataclasses.replace(getattr(cfg, sec), **vals)
+    return dataclasses.replace(cfg, **top)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    for sec in _section_types():
+        for k, v in d[sec].items():
+            if isinstance(v, tuple):
+                d[sec][k] = list(v)
+    return d
+
+
+def from_dict(d: Mapping[str, Any]) -> Config:
+    if not isinstance(d, Mapping):
+        raise ConfigError("a config file must hold a mapping of keys to values")
+    if is_legacy(d):
+        return from_legacy(d)
+    return validate(apply(Config(), _flatten(d)))
+
+
+# ---------------------------------------------------------------------------
+# the reference implementation's flat JSON files
+
+LEGACY_KEYS = {
+    "epochs", "batch_size", "inner_batch_size", "num_base_examples", "expname", "source",
+    "target", "balanced_source", "baseline", "resnet", "num_steps_analysis",
+    "test_various_models", "target_set_size", "random_seed", "label_smoothing", "inner_lr",
+    "num_inner_steps",
+}
+_LEGACY_ONLY = {"expname", "balanced_source", "baseline", "resnet", "test_various_models", "random_seed", "num_inner_steps"}
+# Short dataset names used in the reference's experiment names.
+SHORT_NAMES = {"mn": "mnist", "emn": "emnist", "km": "kmnist", "k49": "k49", "c10": "cifar10",
+               "c100": "cifar100", "cub": "cub", "svhn": "svhn", "fmn": "fashion_mnist", "fake": "fake"}
+_LEGACY_DATASETS = {"emnist_letters": "emnist", "kuzushiji49": "k49", "kmnist49": "k49",
+                    "cifar-10": "cifar10", "cifar-100": "cifar100", "fashionmnist": "fashion_mnist",
+                    "fmnist": "fashion_mnist"}
+
+
+def is_legacy(d: Mapping[str, Any]) -> bool:
+    return bool(set(d) & _LEGACY_ONLY) and not (set(d) & set(_section_types()))
+
+
+def from_legacy(d: Mapping[str, Any]) -> Config:
+    """Translate a reference-implementation flat JSON file (SPEC section 8)."""
+    unknown = set(d) - LEGACY_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"unknown key '{key}' in a reference-format config{did_you_mean(key, LEGACY_KEYS)}")
+    name = str(d.get("expname", ""))
+    tokens = name.split("_")
+    baseline = coerce(d.get("baseline", False), bool, "baseline")
+    smoothing = coerce(d.get("label_smoothing", 0) or 0, float, "label_smoothing")
+    if baseline:
+        method = "baseline-ls" if smoothing > 0 else "baseline"
+    else:
+        variant = "or2" if "or2" in tokens else "rr"
+        kind = "dd" if tokens and tokens[0] == "dd" else "ld"
+        method = f"{kind}-{variant}"
+    values: dict[str, Any] = {"name": name, "method": method}
+    mapping = {
+        "epochs": "distill.epochs", "batch_size": "distill.batch_size",
+        "inner_batch_size": "distill.inner_batch_size", "inner_lr": "distill.inner_lr",
+        "num_base_examples": "data.num_base_examples", "target_set_size": "data.target_set_size",
+        "balanced_source": "data.balanced", "random_seed": "seed",
+        "num_steps_analysis": "evaluate.num_steps_analysis",
+    }
+    for old, new in mapping.items():
+        if old in d:
+            values[new] = d[old]
+    for key in ("source", "target"):
+        if key in d:
+            ds = str(d[key]).lower()
+            values[f"data.{key}"] = _LEGACY_DATASETS.get(ds, SHORT_NAMES.get(ds, ds))
+    if smoothing > 0:
+        values["evaluate.label_smoothing"] = smoothing
+    if coerce(d.get("resnet", False), bool, "resnet"):
+        values["arch"] = "resnet"
+    if coerce(d.get("test_various_models", False), bool, "test_various_models"):
+        values["evaluate.test_architectures"] = ["lenet", "alexcifarnet", "resnet"]
+    cfg = apply(Config(), values)
+    return validate(cfg)
+
+
+# ---------------------------------------------------------------------------
+# files and validation
+
+
+def load(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Load a YAML or JSON config file, then apply `key=value` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parse error becomes one line
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot parse {path}: {msg}") from None
+    cfg = from_dict(data)
+    return with_overrides(cfg, overrides)
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
+    values = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value, e.g. distill.epochs=10")
+        key, value = item.split("=", 1)
+        values[key.strip()] = value.strip()
+    return values
+
+
+def with_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
+    values = parse_overrides(overrides)
+    return validate(apply(cfg, values)) if values else cfg
+
+
+def validate(cfg: Config) -> Config:
+    """Check values that need no data: names, ranges and sizes."""
+    from .datasets import DATASETS
+    from .models import check_arch
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(msg)
+
+    need(cfg.method in METHODS, f"unknown method '{cfg.method}'{did_you_mean(cfg.method, METHODS)}; known: {', '.join(METHODS)}")
+    for key in ("source", "target"):
+        name = getattr(cfg.data, key)
+        need(name in DATASETS, f"unknown dataset '{name}' for data.{key}{did_you_mean(name, DATASETS)}; known: {', '.join(sorted(DATASETS))}")
+    need(cfg.data.target != "fake", "data.target cannot be 'fake': fake noise is only a source of base examples")
+    if cfg.arch is not None:
+        check_arch(cfg.arch)
+    for arch in cfg.evaluate.test_architectures:
+        check_arch(arch)
+    need(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
+         f"device must be auto, cpu or cuda, got '{cfg.device}'")
+    d, t, e = cfg.data, cfg.distill, cfg.evaluate
+    need(d.num_base_examples >= 1, f"data.num_base_examples must be at least 1, got {d.num_base_examples}")
+    num_classes = DATASETS[d.target].num_classes
+    if cfg.balanced and cfg.data.source != "fake":
+        need(d.num_base_examples >= num_classes,
+             f"data.num_base_examples={d.num_base_examples} is fewer than the {num_classes} classes of '{d.target}' "
+             "with balanced selection; use at least one per class or set data.balanced=false")
+    if d.target_set_size is not None:
+        need(d.target_set_size >= 1, f"data.target_set_size must be positive, got {d.target_set_size}")
+    need(t.epochs >= 1, f"distill.epochs must be at least 1, got {t.epochs}")
+    need(t.batch_size >= 1, f"distill.batch_size must be at least 1, got {t.batch_size}")
+    need(1 <= cfg.inner_batch_size <= d.num_base_examples,
+         f"the inner batch size ({cfg.inner_batch_size}) must be between 1 and data.num_base_examples ({d.num_base_examples})")
+    for key in ("inner_lr", "label_lr", "model_lr", "calibration_lr", "ridge_lambda"):
+        need(getattr(t, key) > 0, f"distill.{key} must be positive, got {getattr(t, key)}")
+    need(0 <= t.head_momentum < 1, f"distill.head_momentum must be in [0, 1), got {t.head_momentum}")
+    if t.stats_gap is not None:
+        need(t.stats_gap >= 1, f"distill.stats_gap must be at least 1, got {t.stats_gap}")
+    need(t.validate_every >= 1, f"distill.validate_every must be at least 1, got {t.validate_every}")
+    need(t.checkpoint_every >= 0, f"distill.checkpoint_every must be 0 (off) or more, got {t.checkpoint_every}")
+    need(e.num_test_models >= 1, f"evaluate.num_test_models must be at least 1, got {e.num_test_models}")
+    need(0 <= e.label_smoothing < 1, f"evaluate.label_smoothing must be in [0, 1), got {e.label_smoothing}")
+    need(e.batch_size >= 1, f"evaluate.batch_size must be at least 1, got {e.batch_size}")
+    for opt in (e.optimizer, *e.test_optimizers):
+        need(opt in OPTIMIZERS, f"unknown optimizer '{opt}'{did_you_mean(opt, OPTIMIZERS)}; known: {', '.join(OPTIMIZERS)}")
+    if e.lr is not None:
+        need(e.lr > 0, f"evaluate.lr must be positive, got {e.lr}")
+    return cfg

@@ -1,0 +1,182 @@
+"""Task data of an experiment (SPEC 2): splits, preprocessing, base examples.
+
+Everything is preloaded once as tensors on the run's device; minibatches are
+drawn later by indexing with explicit generators.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .config import Config
+from .datasets import DatasetInfo, get_info, load_raw
+from .errors import ConfigError, DataError
+from .seeding import generator
+
+
+@dataclass
+class TaskData:
+    """Preprocessed tensors of one experiment; images are (N, C, H, W) float32, normalised."""
+
+    source: DatasetInfo
+    target: DatasetInfo
+    target_x: torch.Tensor
+    target_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    base_x: torch.Tensor
+    base_pixels: torch.Tensor  # (n, C, H, W) in [0, 1]: target preprocessing before normalisation
+    base_indices: torch.Tensor  # indices into the source's training split (-1 for fake noise)
+    base_original_labels: torch.Tensor  # source classes (-1 for fake noise)
+    mean: torch.Tensor  # (C, 1, 1)
+    std: torch.Tensor
+    origin: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return self.target.num_classes
+
+    @property
+    def channels(self) -> int:
+        return self.target.channels
+
+    @property
+    def image_size(self) -> int:
+        return self.target.image_size
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels - self.mean) / self.std
+
+
+def to_pixels(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
+    """uint8 (N, H, W) or (N, H, W, 3) -> float (N, channels, size, size) in [0, 1].
+
+    Source images get the target's shape: grayscale becomes three equal
+    channels, colour becomes luminance, and other sizes are resized (bilinear).
+    """
+    x = images.float().div_(255.0)
+    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    if x.shape[1] != channels:
+        if channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        else:
+            w = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
+            x = (x * w).sum(1, keepdim=True)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x.contiguous()
+
+
+def _stats(info: DatasetInfo, device) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(info.mean, device=device).view(-1, 1, 1)
+    std = torch.tensor(info.std, device=device).view(-1, 1, 1)
+    return mean, std
+
+
+def split_train(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (target set, validation set) indices of a training split of size n."""
+    perm = torch.randperm(n, generator=generator(seed, "split"))
+    n_val = int(n * val_fraction + 0.5)
+    return perm[n_val:], perm[:n_val]
+
+
+def select_balanced(labels: torch.Tensor, num: int, num_classes: int, seed: int) -> torch.Tensor:
+    """num / C examples per class; with more source classes than C, the first C
+    classes met in a shuffled pass are used. Returns indices in pass order."""
+    perm = torch.randperm(labels.shape[0], generator=generator(seed, "base"))
+    order = labels[perm].tolist()
+    used: list[int] = []
+    for c in order:
+        if c not in used:
+            used.append(c)
+            if len(used) == num_classes:
+                break
+    if num < len(used):
+        raise ConfigError(f"balanced selection needs at least {len(used)} base examples (one per class), got {num}")
+    quota = {c: num // len(used) + (1 if i < num % len(used) else 0) for i, c in enumerate(used)}
+    chosen = []
+    for i, c in zip(perm.tolist(), order):
+        if quota.get(c, 0) > 0:
+            chosen.append(i)
+            quota[c] -= 1
+            if len(chosen) == num:
+                break
+    if len(chosen) < num:
+        raise DataError(f"the source has too few examples for {num} balanced base examples")
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def select_unbalanced(n: int, num: int, seed: int) -> torch.Tensor:
+    """A uniformly random set of base examples, whatever their classes."""
+    if num > n:
+        raise ConfigError(f"data.num_base_examples={num} exceeds the {n} source training images")
+    return torch.randperm(n, generator=generator(seed, "base"))[:num]
+
+
+def remap_classes(original: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Map source classes to target class ids in order of first appearance (baselines)."""
+    mapping: dict[int, int] = {}
+    for c in original.tolist():
+        if c not in mapping:
+            mapping[c] = len(mapping)
+    if len(mapping) > num_classes:
+        raise ConfigError(
+            f"the base examples cover {len(mapping)} source classes but the target has only {num_classes}; "
+            "a true-label baseline needs at most one source class per target class (use fewer base examples "
+            "or balanced selection)")
+    return torch.tensor([mapping[c] for c in original.tolist()], dtype=torch.long)
+
+
+def prepare(cfg: Config, device: torch.device | str = "cpu", root=None) -> TaskData:
+    """Load, split and preprocess the target; select and preprocess the base examples."""
+    d = cfg.data
+    root = root if root is not None else d.root
+    target_info, source_info = get_info(d.target), get_info(d.source)
+    raw = load_raw(d.target, root=root, download=d.download)
+    if raw.x_test is None:
+        raise DataError(f"dataset '{d.target}' has no test split and cannot be a target")
+    c, s = target_info.channels, target_info.image_size
+    mean, std = _stats(target_info, device)
+
+    def prep(images: torch.Tensor) -> torch.Tensor:
+        return (to_pixels(images.to(device), c, s) - mean) / std
+
+    train_idx, val_idx = split_train(raw.x_train.shape[0], target_info.val_fraction, cfg.seed)
+    if d.target_set_size is not None:
+        if not 1 <= d.target_set_size <= train_idx.numel():
+            raise ConfigError(f"data.target_set_size={d.target_set_size} is out of range: '{d.target}' has "
+                              f"{train_idx.numel()} target-set examples (use 1..{train_idx.numel()})")
+        train_idx = train_idx[: d.target_set_size]
+    if cfg.distill.batch_size > train_idx.numel() and not cfg.is_baseline:
+        raise ConfigError(f"distill.batch_size={cfg.distill.batch_size} exceeds the target set "
+                          f"({train_idx.numel()} examples); lower it or enlarge data.target_set_size")
+
+    n = d.num_base_examples
+    if d.source == "fake":
+        g = generator(cfg.seed, "fake")
+        pixels = torch.rand(n, c, s, s, generator=g).to(device)
+        indices = torch.full((n,), -1, dtype=torch.long)
+        original = torch.arange(n) % target_info.num_classes
+        origin = "fake"
+    else:
+        src = raw if d.source == d.target else load_raw(d.source, root=root, download=d.download)
+        if cfg.balanced:
+            indices = select_balanced(src.y_train, n, target_info.num_classes, cfg.seed)
+        else:
+            indices = select_unbalanced(src.y_train.shape[0], n, cfg.seed)
+        pixels = to_pixels(src.x_train[indices].to(device), c, s)
+        original = src.y_train[indices].clone()
+        origin = src.origin
+    return TaskData(
+        source=source_info, target=target_info,
+        target_x=prep(raw.x_train[train_idx]), target_y=raw.y_train[train_idx].to(device),
+        val_x=prep(raw.x_train[val_idx]), val_y=raw.y_train[val_idx].to(device),
+        test_x=prep(raw.x_test), test_y=raw.y_test.to(device),
+        base_x=(pixels - mean) / std, base_pixels=pixels,
+        base_indices=indices, base_original_labels=original,
+        mean=mean, std=std, origin=origin,
+    )

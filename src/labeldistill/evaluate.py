@@ -1,0 +1,283 @@
+"""The single train-from-scratch routine (SPEC 4.4, 5 and 6).
+
+Validation, test, the baselines' step search and every analysis train fresh
+models only on the base examples x~ with labels y~ and measure them on held-out
+data. `train_and_evaluate` trains many such models together: their parameters
+are stacked (`torch.func.stack_module_state`), the forward runs under `vmap`,
+one elementwise optimiser updates the stacked tensors and the losses are summed
+over models. Minibatch indices are drawn outside `vmap` from one explicit
+generator per model, so the result equals `train_and_evaluate_sequential`, an
+ordinary loop over ordinary modules with the same seeds (tested).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
+
+from .heads import append_ones, ridge_weights, rr_logits
+from .labels import soft_cross_entropy
+from .models import create_model
+
+DEFAULT_LR = {"adam": 1e-3, "sgd": 0.1, "momentum": 0.01}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How an evaluation model is trained: architecture, head, optimiser, minibatch."""
+
+    arch: str
+    head: str = "linear"  # 'linear' (or2, baselines) or 'rr' (ridge-regression head)
+    optimizer: str = "adam"
+    lr: float | None = None
+    batch_size: int = 50
+    ridge_lambda: float = 1.0
+    head_momentum: float = 0.99
+    calibration_lr: float = 0.01
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+
+@dataclass
+class EvalResult:
+    """Errors and losses (%, mean CE) of every model at every evaluated step."""
+
+    steps: list[int]
+    errors: torch.Tensor  # (len(steps), num_models), percent
+    losses: torch.Tensor  # (len(steps), num_models)
+
+    def at(self, step: int) -> tuple[list[float], list[float]]:
+        i = self.steps.index(step)
+        return self.errors[i].tolist(), self.losses[i].tolist()
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def init_model(recipe: Recipe, seed: int, in_channels: int, num_classes: int, image_size: int):
+    """A fresh model whose initialisation depends only on `seed` (on the CPU, then moved)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(recipe.arch, in_channels, num_classes, image_size)
+
+
+def minibatch_indices(num_examples: int, batch_size: int, num_steps: int, seed: int) -> torch.Tensor:
+    """(num_steps, batch_size) indices, each row drawn without replacement."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randperm(num_examples, generator=g)[:batch_size] for _ in range(num_steps)])
+
+
+def _eval_steps(num_steps: int, eval_steps: Sequence[int] | None) -> list[int]:
+    steps = sorted({int(s) for s in (eval_steps or [num_steps]) if s > 0})
+    return steps
+
+
+def _data_seeds(seeds: Sequence[int]) -> list[int]:
+    return [(s * 2654435761 + 97) % (2**63 - 1) for s in seeds]
+
+
+# ---------------------------------------------------------------------------
+# parallel path
+
+
+def train_and_evaluate(
+    recipe: Recipe,
+    base_x: torch.Tensor,
+    labels: torch.Tensor,
+    seeds: Sequence[int],
+    num_steps: int,
+    eval_x: torch.Tensor,
+    eval_y: torch.Tensor,
+    eval_steps: Sequence[int] | None = None,
+    max_models: int = 32,
+    max_images: int = 4096,
+) -> EvalResult:
+    """Train one model per seed for max(eval_steps) steps; evaluate at each of `eval_steps`.
+
+    `labels` is (n, C) shared by all models, or (M, n, C) one set per model.
+    Models are trained `max_models` at a time; evaluation forwards at most
+    `max_images` model-images at once.
+    """
+    steps = _eval_steps(num_steps, eval_steps)
+    errors, losses = [], []
+    for start in range(0, len(seeds), max_models):
+        chunk = list(seeds[start:start + max_models])
+        lab = labels if labels.dim() == 2 else labels[start:start + len(chunk)]
+        e, l = _train_chunk(recipe, base_x, lab, chunk, steps, eval_x, eval_y, max_images)
+        errors.append(e)
+        losses.append(l)
+    return EvalResult(steps, torch.cat(errors, dim=1), torch.cat(losses, dim=1))
+
+
+def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_images):
+    device = base_x.device
+    n, num_classes = base_x.shape[0], labels.shape[-1]
+    m = len(seeds)
+    models = [init_model(recipe, s, base_x.shape[1], num_classes, base_x.shape[-1]).to(device) for s in seeds]
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    del models
+    batch = min(recipe.batch_size, n)
+    idx = torch.stack([minibatch_indices(n, batch, steps[-1], s) for s in _data_seeds(seeds)], 1).to(device)
+    shared_labels = labels.dim() == 2
+
+    def features(p, b, x):
+        return functional_call(base, (p, b), (x,), {"head": False})
+
+    def logits_fn(p, b, x):
+        return functional_call(base, (p, b), (x,))
+
+    rr = recipe.head == "rr"
+    trainable = [p for k, p in params.items() if not (rr and k.startswith("classifier."))]
+    opt = make_optimizer(recipe.optimizer, trainable, recipe.learning_rate)
+    if rr:
+        feat_dim = base.feature_dim + 1
+        weights = torch.zeros(m, feat_dim, num_classes, device=device)
+        scale = torch.ones(m, device=device, requires_grad=True)
+        scale_opt = torch.optim.Adam([scale], lr=recipe.calibration_lr)
+
+    errors = torch.zeros(len(steps), m)
+    losses = torch.zeros(len(steps), m)
+    next_eval = 0
+    for step in range(1, steps[-1] + 1):
+        bi = idx[step - 1]  # (m, batch): inner minibatch x~', y~' of every model
+        xb = base_x[bi]
+        yb = labels[bi] if shared_labels else torch.gather(
+            labels, 1, bi[..., None].expand(-1, -1, num_classes))
+        if rr:
+            phi = append_ones(vmap(features)(params, buffers, xb))
+            with torch.no_grad():
+                w_local = ridge_weights(phi, yb, recipe.ridge_lambda)
+                weights = recipe.head_momentum * weights + (1 - recipe.head_momentum) * w_local
+            logits = rr_logits(phi, weights, scale)
+        else:
+            logits = vmap(logits_fn)(params, buffers, xb)
+        # Each model's loss depends only on its own parameters, so the gradient
+        # of the sum is every model's own gradient.
+        loss = -(yb * torch.log_softmax(logits, -1)).sum(-1).mean(-1).sum()
+        opt.zero_grad(set_to_none=True)
+        if rr:
+            scale_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if rr:
+            scale_opt.step()
+        if step == steps[next_eval]:
+            with torch.no_grad():
+                head = (weights, scale) if rr else None
+                e, l = _evaluate_stacked(features if rr else logits_fn, params, buffers, head, eval_x, eval_y, max_images)
+            errors[next_eval], losses[next_eval] = e, l
+            next_eval += 1
+    return errors, losses
+
+
+@torch.no_grad()
+def _evaluate_stacked(fn, params, buffers, head, x, y, max_images):
+    m = next(iter(params.values())).shape[0]
+    chunk = max(1, max_images // m)
+    wrong = torch.zeros(m, device=x.device)
+    loss_sum = torch.zeros(m, device=x.device)
+    for i in range(0, x.shape[0], chunk):
+        xc, yc = x[i:i + chunk], y[i:i + chunk]
+        out = vmap(fn, in_dims=(0, 0, None))(params, buffers, xc)
+        if head is not None:
+            out = rr_logits(append_ones(out), head[0], head[1])
+        wrong += (out.argmax(-1) != yc).sum(-1)
+        loss_sum += F.cross_entropy(out.transpose(1, 2), yc.expand(m, -1), reduction="none").sum(-1)
+    return (100.0 * wrong / x.shape[0]).cpu(), (loss_sum / x.shape[0]).cpu()
+
+
+# ---------------------------------------------------------------------------
+# sequential reference path: ordinary modules, one model at a time
+
+
+def train_and_evaluate_sequential(
+    recipe: Recipe,
+    base_x: torch.Tensor,
+    labels: torch.Tensor,
+    seeds: Sequence[int],
+    num_steps: int,
+    eval_x: torch.Tensor,
+    eval_y: torch.Tensor,
+    eval_steps: Sequence[int] | None = None,
+    eval_batch: int = 1024,
+) -> EvalResult:
+    """The plain loop the parallel path must equal: one `nn.Module` and optimiser per model."""
+    steps = _eval_steps(num_steps, eval_steps)
+    device = base_x.device
+    n, num_classes = base_x.shape[0], labels.shape[-1]
+    batch = min(recipe.batch_size, n)
+    errors = torch.zeros(len(steps), len(seeds))
+    losses = torch.zeros(len(steps), len(seeds))
+    for j, (seed, data_seed) in enumerate(zip(seeds, _data_seeds(seeds))):
+        lab = labels if labels.dim() == 2 else labels[j]
+        model = init_model(recipe, seed, base_x.shape[1], num_classes, base_x.shape[-1]).to(device)
+        rr = recipe.head == "rr"
+        trainable = [p for k, p in model.named_parameters() if not (rr and k.startswith("classifier."))]
+        opt = make_optimizer(recipe.optimizer, trainable, recipe.learning_rate)
+        if rr:
+            weights = torch.zeros(model.feature_dim + 1, num_classes, device=device)
+            scale = torch.ones((), device=device, requires_grad=True)
+            scale_opt = torch.optim.Adam([scale], lr=recipe.calibration_lr)
+        idx = minibatch_indices(n, batch, steps[-1], data_seed).to(device)
+        k = 0
+        for step in range(1, steps[-1] + 1):
+            xb, yb = base_x[idx[step - 1]], lab[idx[step - 1]]
+            if rr:
+                phi = append_ones(model(xb, head=False))
+                with torch.no_grad():
+                    w_local = ridge_weights(phi, yb, recipe.ridge_lambda)
+                    weights = recipe.head_momentum * weights + (1 - recipe.head_momentum) * w_local
+                logits = rr_logits(phi, weights, scale)
+            else:
+                logits = model(xb)
+            loss = soft_cross_entropy(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            if rr:
+                scale_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if rr:
+                scale_opt.step()
+            if step == steps[k]:
+                wrong, total_loss = 0, 0.0
+                with torch.no_grad():
+                    for i in range(0, eval_x.shape[0], eval_batch):
+                        xc, yc = eval_x[i:i + eval_batch], eval_y[i:i + eval_batch]
+                        out = rr_logits(append_ones(model(xc, head=False)), weights, scale) if rr else model(xc)
+                        wrong += int((out.argmax(-1) != yc).sum())
+                        total_loss += float(F.cross_entropy(out, yc, reduction="sum"))
+                errors[k, j] = 100.0 * wrong / eval_x.shape[0]
+                losses[k, j] = total_loss / eval_x.shape[0]
+                k += 1
+    return EvalResult(steps, errors, losses)
+
+
+def step_grid(num_base_examples: int) -> list[int]:
+    """Steps at which the baselines' single validation model is evaluated (SPEC 5)."""
+    grid = [10, 25, 50, 75] + list(range(100, 1001, 50))
+    if num_base_examples > 100:
+        grid += list(range(1100, 1701, 100))
+    return grid
+
+
+def summarize(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and (population) standard deviation."""
+    if not values:
+        return math.nan, math.nan
+    t = torch.tensor(list(values), dtype=torch.float64)
+    return float(t.mean()), float(t.std(unbiased=False)) if len(values) > 1 else 0.0

@@ -1,0 +1,63 @@
+"""First-order ridge-regression label distillation ("rr", SPEC 4.2)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..heads import append_ones, ridge_weights, rr_logits
+from ..labels import soft_cross_entropy
+from .common import Distilled, OnlineLearner
+
+
+class RidgeRegression(OnlineLearner):
+    """A local RR head solved on the inner minibatch (differentiable in y~'),
+    folded into a global head W by a pseudo-gradient step, with a learned scale s."""
+
+    def reset(self, seed: int) -> None:
+        super().reset(seed)
+        feat_dim = self.model.feature_dim + 1
+        self.weights = torch.zeros(feat_dim, self.shape[1], device=self.device)
+        self.scale = torch.ones((), device=self.device, requires_grad=True)
+        self.scale_opt = torch.optim.Adam([self.scale], lr=self.recipe.calibration_lr)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "weights": self.weights, "scale": self.scale.detach(),
+                "scale_opt": self.scale_opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.weights = state["weights"].to(self.device)
+        with torch.no_grad():
+            self.scale.copy_(state["scale"])
+        self.scale_opt.load_state_dict(state["scale_opt"])
+
+    def step(self, distilled: Distilled, meta_opt, x_t, y_t, idx):
+        r = self.recipe
+        x_in, y_in = distilled.inputs(idx), distilled.targets(idx)
+        phi = append_ones(self.model(x_in, head=False))  # Phi of x~', with a graph to theta
+        # Local head W_local = Phi^T (Phi Phi^T + lam I)^-1 Y~', differentiable in Y~'.
+        w_local = ridge_weights(phi if distilled.kind == "images" else phi.detach(), y_in, r.ridge_lambda)
+        weights = r.head_momentum * self.weights + (1 - r.head_momentum) * w_local
+        # The outer loss trains only the meta-parameters, so the target features
+        # need no graph: the label gradient flows through W alone.
+        with torch.no_grad():
+            phi_t = append_ones(self.model(x_t, head=False))
+        out = rr_logits(phi_t, weights, self.scale.detach())
+        outer = F.cross_entropy(out, y_t)
+        (meta_grad,) = torch.autograd.grad(outer, [distilled.param], retain_graph=True)
+        self.weights = weights.detach()
+        # Model and calibration: soft CE of the inner minibatch with the labels
+        # (and images) fixed, through the updated global head.
+        inner = soft_cross_entropy(rr_logits(phi, self.weights, self.scale), y_in.detach())
+        trainable = [p for k, p in self.model.named_parameters() if not k.startswith("classifier.")]
+        grads = torch.autograd.grad(inner, trainable + [self.scale])
+        self._apply_meta_grad(distilled, meta_opt, meta_grad)
+        self.model_opt.zero_grad(set_to_none=True)
+        self.scale_opt.zero_grad(set_to_none=True)
+        for p, g in zip(trainable + [self.scale], grads):
+            p.grad = g
+        self.model_opt.step()
+        self.scale_opt.step()
+        with torch.no_grad():
+            error = (out.argmax(1) != y_t).float().mean() * 100
+        return outer.detach(), error, inner.detach()

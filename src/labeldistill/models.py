@@ -1,0 +1,157 @@
+"""Model registry: every model is a feature extractor plus a linear classifier head.
+
+`model.features(x)` gives the penultimate features used by the ridge-regression
+(RR) variant; `model(x)` gives logits through `model.classifier`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+
+
+class FeatureClassifier(nn.Module):
+    """Shared shape of every model: `features` then `classifier`."""
+
+    feature_dim: int
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, head: bool = True) -> torch.Tensor:
+        """Logits, or the features alone with `head=False` (for `functional_call`)."""
+        feats = self.features(x)
+        return self.classifier(feats) if head else feats
+
+
+class LeNet(FeatureClassifier):
+    """LeNet-5: conv 6@5x5 - pool - conv 16@5x5 - pool - fc 120 - fc 84 - classifier.
+
+    28x28 inputs use padding 2 in conv1 (the reference's MNIST net); larger
+    inputs such as 32x32 colour images use no padding.
+    """
+
+    feature_dim = 84
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28):
+        super().__init__()
+        pad = 2 if image_size <= 28 else 0
+        self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=pad)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        side = ((image_size + 2 * pad - 4) // 2 - 4) // 2
+        if side < 1:
+            raise ConfigError(f"LeNet needs images of at least 12x12 pixels, got {image_size}x{image_size}")
+        self.fc1 = nn.Linear(16 * side * side, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.classifier = nn.Linear(84, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = x.flatten(1)
+        return F.relu(self.fc2(F.relu(self.fc1(x))))
+
+
+class AlexCifarNet(FeatureClassifier):
+    """The AlexNet-style CIFAR network of the reference implementation."""
+
+    feature_dim = 192
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 5, padding=2)
+        self.conv2 = nn.Conv2d(64, 64, 5, padding=2)
+        self.pool = nn.MaxPool2d(3, 2, padding=1)
+        self.norm = nn.LocalResponseNorm(4, alpha=0.001 / 9.0, beta=0.75, k=1)
+        side = (image_size - 1) // 2 + 1
+        side = (side - 1) // 2 + 1
+        self.fc1 = nn.Linear(64 * side * side, 384)
+        self.fc2 = nn.Linear(384, 192)
+        self.classifier = nn.Linear(192, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.pool(F.relu(self.conv1(x))))
+        x = self.pool(self.norm(F.relu(self.conv2(x))))
+        x = x.flatten(1)
+        return F.relu(self.fc2(F.relu(self.fc1(x))))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        # BatchNorm always normalises with batch statistics (no running
+        # estimates), as during the reference's meta-learning; this also keeps
+        # the model free of buffers so that many copies train in parallel.
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes, track_running_stats=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes, track_running_stats=False)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride, bias=False),
+                nn.BatchNorm2d(planes, track_running_stats=False),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(FeatureClassifier):
+    """CIFAR ResNet (the reference's "ResNet-18"): depth 18 -> (18-2)//6 = 2 blocks per stage."""
+
+    feature_dim = 64
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, depth: int = 18):
+        super().__init__()
+        blocks = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16, track_running_stats=False)
+        layers, in_planes = [], 16
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(blocks):
+                layers.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                in_planes = planes
+        self.layers = nn.Sequential(*layers)
+        self.classifier = nn.Linear(64, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(F.relu(self.bn1(self.conv1(x))))
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+ModelFactory = Callable[..., FeatureClassifier]
+
+MODELS: dict[str, ModelFactory] = {
+    "lenet": LeNet,
+    "alexcifarnet": AlexCifarNet,
+    "resnet": CifarResNet,
+}
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def check_arch(name: str) -> str:
+    if name not in MODELS:
+        from .config import did_you_mean
+
+        raise ConfigError(f"unknown architecture '{name}'{did_you_mean(name, MODELS)}; known: {', '.join(list_models())}")
+    return name
+
+
+def default_arch(channels: int) -> str:
+    """The paper's choice: LeNet for grayscale targets, AlexCifarNet for colour ones."""
+    return "lenet" if channels == 1 else "alexcifarnet"
+
+
+def create_model(name: str, in_channels: int, num_classes: int, image_size: int) -> FeatureClassifier:
+    check_arch(name)
+    return MODELS[name](in_channels=in_channels, num_classes=num_classes, image_size=image_size)
