@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("datasets", help="list the dataset registry")
     sub.add_parser("models", help="list the model registry")
+    from .cli_scale import register
+
+    COMMANDS.update(register(sub))  # configs, sweep, report, plot
     return parser
 
 

@@ -105,8 +105,14 @@ class Experiment:
         opts = {}
         for opt in cfg.evaluate.test_optimizers:
             recipe = eval_recipe(cfg, self.arch, opt)
-            r = train_and_evaluate(recipe, images, labels, seeds, num_steps, data.test_x, data.test_y)
+            # Flexibility: the same models also measured at the other step counts when the
+            # number-of-steps analysis is on (off-the-shelf optimiser *and* step count).
+            r = train_and_evaluate(recipe, images, labels, seeds, num_steps, data.test_x, data.test_y,
+                                   eval_steps=eval_steps)
             opts[opt] = {"lr": recipe.learning_rate, **_accuracy_summary(r.at(num_steps)[0])}
+            if cfg.evaluate.num_steps_analysis:
+                opts[opt]["num_steps_analysis"] = {
+                    str(s - num_steps): {"num_steps": s, **_accuracy_summary(r.at(s)[0])} for s in r.steps}
         if opts:
             out["optimizer_transfer"] = opts
         return out

@@ -1,0 +1,122 @@
+"""Subcommands for experiments at scale: `configs`, `sweep`, `report`, `plot`.
+
+Kept apart from cli.py so that the core command line stays small; cli.py
+calls `register(sub)` and merges the returned commands.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def register(sub) -> dict:
+    p = sub.add_parser("configs", help="generate config sets (the paper's grid) into a folder")
+    p.add_argument("set", choices=["paper"], help="which set: 'paper' is every experiment of the paper (SPEC 8)")
+    p.add_argument("--out", default="configs/paper", help="folder to write (default: configs/paper)")
+
+    p = sub.add_parser("sweep", help="run many configs in parallel processes or on a Ray cluster; "
+                       "completed runs are skipped, unfinished ones resumed")
+    p.add_argument("configs", nargs="+", help="config files (e.g. configs/paper/within_mnist/*.yaml)")
+    p.add_argument("--out", default="runs", help="parent folder of run directories (default: runs)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local: runs at a time (default: one per 2 cores); ray: CPUs of a local Ray instance")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads (CPUs) per run (default: cores // workers locally, 1 on Ray)")
+    p.add_argument("--address", default=None,
+                   help="ray: address of an existing cluster (e.g. ray://HEAD:10001 or auto); default: a local instance")
+    p.add_argument("--gpus", type=float, default=None, help="ray: GPUs per run (default: 1 when the cluster has GPUs)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value in every config (repeatable)")
+    p.add_argument("--data-root", help="folder with the datasets, passed to every run")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("report", help="markdown and CSV tables (mean +- std) from run directories")
+    p.add_argument("runs", nargs="+", help="run directories or folders containing them")
+    p.add_argument("--out", default=None, help="folder for report.md and *.csv (default: print markdown only)")
+
+    p = sub.add_parser("plot", help="PNG figures from run directories (curves, labels, analyses)")
+    p.add_argument("runs", nargs="+", help="run directories or folders containing them")
+    p.add_argument("--out", default="figures", help="folder for the PNGs (default: figures)")
+    p.add_argument("--data-root", help="where the datasets are, to draw the base images")
+    p.add_argument("--max-images", type=int, default=20, help="base images drawn per run (default: 20)")
+    return {"configs": cmd_configs, "sweep": cmd_sweep, "report": cmd_report, "plot": cmd_plot}
+
+
+def cmd_configs(args) -> int:
+    from .grid import write_grid
+
+    files = write_grid(args.out)
+    tables = sorted({f.parent.relative_to(Path(args.out)).as_posix() for f in files})
+    print(f"wrote {len(files)} configs to {args.out} ({len(tables)} folders: {', '.join(tables)})")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import LocalBackend, RayBackend, plan, run_sweep, threads_per_run
+
+    jobs = plan(args.configs, args.out, args.overrides, data_root=args.data_root, device=args.device)
+    cores = os.cpu_count() or 1
+    if args.backend == "local":
+        workers = args.workers or max(1, cores // 2)
+        threads = args.threads or threads_per_run(workers, cores)
+        backend = LocalBackend(workers, threads)
+        how = f"local, {workers} at a time, {threads} thread(s) each"
+    else:
+        threads = args.threads or 1
+        backend = RayBackend(args.address, cpus=threads, gpus=args.gpus, num_cpus=args.workers)
+        how = f"ray ({args.address or 'local instance'}), {threads} CPU(s) per run"
+    states = [j.status() for j in jobs]
+    print(f"sweep: {len(jobs)} runs ({states.count('done')} completed and skipped, "
+          f"{states.count('partial')} to resume, {states.count('new')} new) -> {args.out} [{how}]", flush=True)
+    if args.dry_run:
+        for job, state in zip(jobs, states):
+            print(f"{state:<8} {job.name}: {job.command_line}")
+        return 0
+    try:
+        report = run_sweep(jobs, backend, progress=not args.quiet and sys.stderr.isatty())
+    except KeyboardInterrupt:
+        print("sweep: interrupted; finished runs are kept, unfinished ones keep their checkpoint. "
+              "Start the same command again to continue.", file=sys.stderr)
+        return 130
+    done, skipped, failed = report.by("done"), report.by("skipped"), report.failed
+    print(f"sweep: {len(done)} finished, {len(skipped)} skipped (already complete), {len(failed)} failed")
+    for o in failed:
+        print(f"FAILED {o.job.name} (exit {o.returncode}): {o.message}\n  log: {o.job.log_path}\n"
+              f"  re-run: {o.job.command_line}")
+    return 1 if failed else 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report, find_runs, write_report
+
+    runs = find_runs(args.runs)
+    report = build_report(runs)
+    if args.out:
+        paths = write_report(report, args.out)
+        print(f"report of {len(runs)} runs: " + ", ".join(str(p) for p in paths))
+    else:
+        print(report.markdown(), end="")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plots import plot_runs
+    from .report import find_runs
+
+    runs = find_runs(args.runs)
+    if args.max_images < 1:
+        raise ConfigError(f"--max-images must be at least 1, got {args.max_images}")
+    paths, notes = plot_runs(runs, args.out, data_root=args.data_root, max_images=args.max_images)
+    print(f"wrote {len(paths)} figures to {args.out}")
+    for p in paths:
+        print(f"  {p}")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0

@@ -1,0 +1,351 @@
+"""Tables from run directories: test accuracy mean +- std, grouped like the paper.
+
+- Main tables, one per dataset pair (and architecture): base examples x method,
+  the baselines alongside. A cell is the mean +- std of the 20 test models of
+  one run; when the same setting was run with several seeds, it is the mean
+  +- std over the seeds' mean accuracies (marked with the number of seeds).
+- Analyses get their own tables: seeds, target-set size, number of steps,
+  architecture transfer, optimiser flexibility (optimiser x step count, with
+  the true-label baseline under the same learners).
+
+`build_report(runs)` returns a `Report` (tables); `write_report` writes
+report.md, one CSV per table and runs.csv (one machine-readable row per run and
+measured setting).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .errors import RunError
+from .results import RESULT_FILE, read_json
+
+METHOD_ORDER = ("ld-rr", "ld-or2", "dd-rr", "dd-or2", "baseline", "baseline-ls")
+METHOD_TITLES = {"ld-rr": "LD RR", "ld-or2": "LD or2", "dd-rr": "DD RR (images)", "dd-or2": "DD or2 (images)",
+                 "baseline": "true labels", "baseline-ls": "label smoothing"}
+OPTIMIZER_TITLES = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam"}
+
+
+@dataclass
+class Run:
+    path: Path
+    result: dict
+
+    def __getitem__(self, key):
+        return self.result[key]
+
+    @property
+    def pair(self) -> str:
+        return f"{self.result['source']} -> {self.result['target']}"
+
+    @property
+    def target_set_size(self):
+        return (self.result.get("config") or {}).get("data", {}).get("target_set_size")
+
+    @property
+    def method(self) -> str:
+        return self.result["method"]
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """Finished runs (directories with result.json) at or below each path."""
+    runs, seen = [], set()
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise RunError(f"no such run directory: {p}")
+        files = [p / RESULT_FILE] if (p / RESULT_FILE).is_file() else sorted(p.rglob(RESULT_FILE))
+        for f in files:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                runs.append(Run(f.parent, read_json(f)))
+    if not runs:
+        raise RunError(f"no finished runs (result.json) under {', '.join(map(str, paths))}; "
+                       "run `labeldistill run` or `labeldistill sweep` first")
+    return runs
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return math.nan, math.nan
+    m = sum(values) / len(values)
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
+
+
+def fmt(mean: float, std: float, note: str = "") -> str:
+    if mean is None or math.isnan(mean):
+        return ""
+    return f"{mean:.2f} ± {std:.2f}{note}"
+
+
+def fmt_summary(summary: dict | None) -> str:
+    if not summary:
+        return ""
+    return fmt(summary["test_accuracy_mean"], summary["test_accuracy_std"])
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "_", self.title.lower()).strip("_")
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", ""]
+        if self.note:
+            lines += [self.note, ""]
+        lines.append("| " + " | ".join(self.header) + " |")
+        lines.append("|" + "---|" * len(self.header))
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(self.header)
+        w.writerows(self.rows)
+        return buf.getvalue()
+
+
+@dataclass
+class Report:
+    sections: list[tuple[str, list[Table]]] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+    num_runs: int = 0
+
+    @property
+    def tables(self) -> list[Table]:
+        return [t for _, ts in self.sections for t in ts]
+
+    def markdown(self) -> str:
+        out = [f"# labeldistill report ({self.num_runs} runs)", "",
+               "Test accuracy % (mean ± std over the test models of a run; over seeds where marked).", ""]
+        for heading, tables in self.sections:
+            if tables:
+                out += [f"## {heading}", ""] + [t.markdown() for t in tables]
+        return "\n".join(out)
+
+    def csv_records(self) -> str:
+        cols = ["run", "table", "source", "target", "arch", "method", "num_base_examples", "seed",
+                "target_set_size", "setting", "test_accuracy_mean", "test_accuracy_std", "num_models",
+                "num_steps", "path"]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, cols)
+        w.writeheader()
+        w.writerows(self.records)
+        return buf.getvalue()
+
+
+def _methods(runs: Iterable[Run]) -> list[str]:
+    present = {r.method for r in runs}
+    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+
+
+def _cell(runs: list[Run]) -> str:
+    """One run: its models' mean +- std; several seeds: mean +- std of the seeds' means."""
+    by_seed = {}
+    for r in runs:
+        by_seed.setdefault(r["seed"], r)  # identical settings with one seed are the same run
+    if len(by_seed) == 1:
+        r = next(iter(by_seed.values()))
+        return fmt(r["test_accuracy_mean"], r["test_accuracy_std"])
+    m, s = mean_std([r["test_accuracy_mean"] for r in by_seed.values()])
+    return fmt(m, s, f" ({len(by_seed)} seeds)")
+
+
+def _main_tables(runs: list[Run]) -> list[Table]:
+    groups = defaultdict(list)
+    for r in runs:
+        if r.target_set_size is None:
+            groups[(r.pair, r["arch"])].append(r)
+    tables = []
+    for (pair, arch), rs in sorted(groups.items()):
+        methods = _methods(rs)
+        counts = sorted({r["num_base_examples"] for r in rs})
+        rows = []
+        for n in counts:
+            rows.append([str(n)] + [_cell([r for r in rs if r["num_base_examples"] == n and r.method == m])
+                                    for m in methods])
+        tables.append(Table(f"{pair} ({arch})", ["base examples"] + [METHOD_TITLES.get(m, m) for m in methods],
+                            rows))
+    return tables
+
+
+def _seed_tables(runs: list[Run]) -> list[Table]:
+    groups = defaultdict(dict)
+    for r in runs:
+        groups[(r.pair, r["arch"], r["num_base_examples"], r.method, r.target_set_size)].setdefault(r["seed"], r)
+    multi = {k: v for k, v in groups.items() if len(v) > 1}
+    if not multi:
+        return []
+    seeds = sorted({s for v in multi.values() for s in v})
+    rows = []
+    for (pair, arch, n, method, tss), by_seed in sorted(multi.items(), key=lambda kv: str(kv[0])):
+        m, s = mean_std([r["test_accuracy_mean"] for r in by_seed.values()])
+        rows.append([pair, str(n), METHOD_TITLES.get(method, method)]
+                    + [f"{by_seed[sd]['test_accuracy_mean']:.2f}" if sd in by_seed else "" for sd in seeds]
+                    + [fmt(m, s)])
+    return [Table("Seeds", ["pair", "base examples", "method"] + [f"seed {s}" for s in seeds]
+                  + ["mean ± std over seeds"], rows,
+                  note="Each seed's value is the mean over its test models.")]
+
+
+def _target_set_tables(runs: list[Run]) -> list[Table]:
+    groups = defaultdict(list)
+    for r in runs:
+        if r.target_set_size is not None:
+            groups[(r.pair, r["num_base_examples"])].append(r)
+    tables = []
+    for (pair, n), rs in sorted(groups.items()):
+        methods = _methods(rs)
+        sizes = sorted({r.target_set_size for r in rs})
+        rows = [[f"{size:,}"] + [_cell([r for r in rs if r.target_set_size == size and r.method == m])
+                                 for m in methods] for size in sizes]
+        tables.append(Table(f"Target-set size: {pair}, {n} base examples", ["target examples"]
+                            + [METHOD_TITLES.get(m, m) for m in methods], rows))
+    return tables
+
+
+def _offsets(analyses: Iterable[dict]) -> list[str]:
+    return sorted({k for a in analyses for k in a}, key=int)
+
+
+def _offset_title(o: str) -> str:
+    return "best" if int(o) == 0 else f"{int(o):+d}"
+
+
+def _steps_tables(runs: list[Run]) -> list[Table]:
+    rs = [r for r in runs if r.result.get("num_steps_analysis")]
+    if not rs:
+        return []
+    offsets = _offsets(r["num_steps_analysis"] for r in rs)
+    rows = []
+    for r in sorted(rs, key=lambda r: (r.pair, r["num_base_examples"], METHOD_ORDER.index(r.method)
+                                       if r.method in METHOD_ORDER else 99, r["seed"])):
+        a = r["num_steps_analysis"]
+        rows.append([r.pair, str(r["num_base_examples"]), METHOD_TITLES.get(r.method, r.method), str(r["seed"]),
+                     str(r["num_steps"])] + [fmt_summary(a.get(o)) for o in offsets])
+    return [Table("Number of steps", ["pair", "base examples", "method", "seed", "best steps"]
+                  + [_offset_title(o) for o in offsets], rows,
+                  note="The same test models evaluated at the best number of steps plus each offset.")]
+
+
+def _arch_tables(runs: list[Run]) -> list[Table]:
+    rs = [r for r in runs if r.result.get("architecture_transfer")]
+    if not rs:
+        return []
+    archs = sorted({a for r in rs for a in r["architecture_transfer"]})
+    rows = []
+    for r in sorted(rs, key=lambda r: (r.pair, r["num_base_examples"], r.method, r["seed"])):
+        t = r["architecture_transfer"]
+        rows.append([r.pair, str(r["num_base_examples"]), METHOD_TITLES.get(r.method, r.method), r["arch"],
+                     str(r["seed"])] + [fmt_summary(t.get(a)) for a in archs])
+    return [Table("Architecture transfer", ["pair", "base examples", "method", "learned with", "seed"]
+                  + [f"test {a}" for a in archs], rows,
+                  note="Labels learned with one architecture, test models of each listed architecture.")]
+
+
+def _optimizer_tables(runs: list[Run]) -> list[Table]:
+    rs = [r for r in runs if r.result.get("optimizer_transfer")]
+    if not rs:
+        return []
+    opts = [o for o in OPTIMIZER_TITLES if any(o in r["optimizer_transfer"] for r in rs)]
+    opts += sorted({o for r in rs for o in r["optimizer_transfer"]} - set(opts))
+    key = lambda r: (r.pair, r["num_base_examples"], METHOD_ORDER.index(r.method)  # noqa: E731
+                     if r.method in METHOD_ORDER else 99, r["seed"])
+    rows = []
+    for r in sorted(rs, key=key):
+        t = r["optimizer_transfer"]
+        rows.append([r.pair, str(r["num_base_examples"]), METHOD_TITLES.get(r.method, r.method), str(r["seed"]),
+                     fmt(r["test_accuracy_mean"], r["test_accuracy_std"])]
+                    + [fmt_summary(t.get(o)) for o in opts])
+    lrs = {o: next((r["optimizer_transfer"][o]["lr"] for r in rs if o in r["optimizer_transfer"]), None)
+           for o in opts}
+    header = ["pair", "base examples", "method", "seed", "as learned"] + [
+        f"{OPTIMIZER_TITLES.get(o, o)} (lr {lrs[o]:g})" for o in opts]
+    tables = [Table("Optimiser flexibility", header, rows,
+                    note="Test models trained with off-the-shelf optimisers; true-label baseline rows use the "
+                         "same learners.")]
+    stepped = [r for r in rs if any("num_steps_analysis" in v for v in r["optimizer_transfer"].values())]
+    if stepped:
+        offsets = _offsets(v["num_steps_analysis"] for r in stepped for v in r["optimizer_transfer"].values()
+                           if "num_steps_analysis" in v)
+        rows = []
+        for r in sorted(stepped, key=key):
+            for o in opts:
+                a = r["optimizer_transfer"].get(o, {}).get("num_steps_analysis")
+                if a:
+                    rows.append([r.pair, str(r["num_base_examples"]), METHOD_TITLES.get(r.method, r.method),
+                                 OPTIMIZER_TITLES.get(o, o), str(r["num_steps"])]
+                                + [fmt_summary(a.get(off)) for off in offsets])
+        tables.append(Table("Optimiser x number of steps", ["pair", "base examples", "method", "optimiser",
+                                                            "best steps"] + [_offset_title(o) for o in offsets],
+                            rows, note="Each optimiser's test models evaluated at the best number of steps "
+                                       "(chosen with the default learner) plus each offset."))
+    return tables
+
+
+def _records(runs: list[Run]) -> list[dict]:
+    out = []
+    for r in runs:
+        base = {"run": r["name"], "source": r["source"], "target": r["target"], "arch": r["arch"],
+                "method": r.method, "num_base_examples": r["num_base_examples"], "seed": r["seed"],
+                "target_set_size": r.target_set_size, "path": str(r.path)}
+
+        def add(table, setting, summary, steps):
+            out.append({**base, "table": table, "setting": setting,
+                        "test_accuracy_mean": summary["test_accuracy_mean"],
+                        "test_accuracy_std": summary["test_accuracy_std"],
+                        "num_models": len(summary.get("test_accuracy", [])), "num_steps": steps})
+
+        add("main", "", r.result, r["num_steps"])
+        for off, a in (r.result.get("num_steps_analysis") or {}).items():
+            add("num_steps", f"offset {off}", a, a["num_steps"])
+        for arch, a in (r.result.get("architecture_transfer") or {}).items():
+            add("architecture", arch, a, r["num_steps"])
+        for opt, a in (r.result.get("optimizer_transfer") or {}).items():
+            add("optimizer", opt, a, r["num_steps"])
+            for off, b in (a.get("num_steps_analysis") or {}).items():
+                add("optimizer_steps", f"{opt} offset {off}", b, b["num_steps"])
+    return out
+
+
+def build_report(runs: Sequence[Run]) -> Report:
+    runs = list(runs)
+    rep = Report(num_runs=len(runs))
+    rep.sections = [
+        ("Test accuracy by dataset pair", _main_tables(runs)),
+        ("Seeds", _seed_tables(runs)),
+        ("Target-set size", _target_set_tables(runs)),
+        ("Number-of-steps analysis", _steps_tables(runs)),
+        ("Architecture transfer", _arch_tables(runs)),
+        ("Optimiser flexibility", _optimizer_tables(runs)),
+    ]
+    rep.records = _records(runs)
+    return rep
+
+
+def write_report(report: Report, out: str | Path) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "report.md", out / "runs.csv"]
+    paths[0].write_text(report.markdown())
+    paths[1].write_text(report.csv_records())
+    for t in report.tables:
+        p = out / f"{t.slug}.csv"
+        p.write_text(t.csv())
+        paths.append(p)
+    return paths

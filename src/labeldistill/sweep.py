@@ -1,0 +1,303 @@
+"""Many runs at once: local processes, or Ray tasks on a cluster.
+
+A sweep is a list of config files. Every run is the ordinary command
+`python -m labeldistill.cli run CONFIG --out OUT --resume --quiet ...` in its
+own process, so a sweep behaves exactly like the runs it starts, a crash
+stays inside one run, and the printed re-run command is the real one.
+
+- Completed runs (their run directory holds result.json) are skipped, so a
+  sweep that was stopped is continued by starting it again; unfinished runs
+  (config.json and a checkpoint, no result.json) continue from their checkpoint
+  because every run gets `--resume` (harmless for a fresh run).
+- Local backend: `workers` processes at a time, each with cores // workers
+  threads (OMP_NUM_THREADS and friends), so the machine is busy but not
+  oversubscribed.
+- Ray backend: each run is a Ray task with a resource request (CPUs, and a
+  GPU when the cluster has one), submitted to an existing cluster
+  (`ray.init(address=...)`) or to a local Ray instance. The output folder
+  must be on storage that every node sees.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import config as config_mod
+from .errors import ConfigError, RunError
+from .results import RunDir
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+LOG_DIR = "_sweep_logs"
+
+
+@dataclass
+class Job:
+    """One run of a sweep."""
+
+    config_path: Path
+    name: str
+    command: list[str]
+    run_dir: RunDir
+    log_path: Path
+
+    @property
+    def command_line(self) -> str:
+        return " ".join(shlex.quote(a) for a in self.command)
+
+    def status(self) -> str:
+        """'done' (result.json), 'partial' (started, not finished) or 'new'."""
+        if self.run_dir.is_finished():
+            return "done"
+        if (self.run_dir.path / "config.json").is_file():
+            return "partial"
+        return "new"
+
+
+@dataclass
+class Outcome:
+    job: Job
+    status: str  # 'done', 'skipped' or 'failed'
+    seconds: float = 0.0
+    returncode: int = 0
+    message: str = ""
+
+
+@dataclass
+class SweepReport:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def by(self, status: str) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return self.by("failed")
+
+
+def plan(configs: Sequence[str | Path], out: str | Path, overrides: Sequence[str] = (),
+         data_root: str | None = None, device: str | None = None, python: str | None = None) -> list[Job]:
+    """Load and validate every config first (a typo fails the sweep before any run starts)."""
+    if not configs:
+        raise ConfigError("no config files given; e.g. labeldistill sweep configs/paper/within_mnist/*.yaml")
+    out = Path(out)
+    jobs: list[Job] = []
+    seen: dict[str, Path] = {}
+    for path in configs:
+        path = Path(path)
+        cfg = config_mod.load(path, overrides)
+        name = cfg.run_name
+        if name in seen:
+            raise ConfigError(f"{path} and {seen[name]} both give the run name '{name}'; give one of them "
+                              "another `name` so that their run directories differ")
+        seen[name] = path
+        cmd = [python or sys.executable, "-m", "labeldistill.cli", "run", str(path), "--out", str(out),
+               "--resume", "--quiet"]
+        for item in overrides:
+            cmd += ["--set", item]
+        if data_root:
+            cmd += ["--data-root", str(data_root)]
+        if device:
+            cmd += ["--device", device]
+        jobs.append(Job(path, name, cmd, RunDir(out / name), out / LOG_DIR / f"{name}.log"))
+    return jobs
+
+
+def threads_per_run(workers: int, cores: int | None = None) -> int:
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
+
+
+def _env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env[var] = str(threads)
+    return env
+
+
+def _tail(path: Path, lines: int = 1) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+Callback = Callable[[Outcome], None]
+
+
+class LocalBackend:
+    """Runs jobs as child processes, `workers` at a time."""
+
+    def __init__(self, workers: int = 1, threads: int | None = None):
+        if workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {workers}")
+        self.workers = workers
+        self.threads = threads or threads_per_run(workers)
+        self._procs: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def _run(self, job: Job) -> Outcome:
+        job.log_path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        with open(job.log_path, "w") as log:
+            log.write(f"$ {job.command_line}\n")
+            log.flush()
+            with self._lock:
+                if self._stopping:
+                    return Outcome(job, "failed", 0.0, -1, "not started: the sweep was interrupted")
+                proc = subprocess.Popen(job.command, stdout=log, stderr=subprocess.STDOUT, env=_env(self.threads))
+                self._procs.add(proc)
+            try:
+                rc = proc.wait()
+            finally:
+                with self._lock:
+                    self._procs.discard(proc)
+        seconds = time.perf_counter() - t0
+        if rc == 0 and job.run_dir.is_finished():
+            return Outcome(job, "done", seconds)
+        return Outcome(job, "failed", seconds, rc, _tail(job.log_path))
+
+    def run(self, jobs: Sequence[Job], callback: Callback) -> None:
+        with ThreadPoolExecutor(self.workers) as pool:
+            futures = [pool.submit(self._run, job) for job in jobs]
+            try:
+                for fut in as_completed(futures):
+                    callback(fut.result())
+            except BaseException:
+                self.stop()
+                for fut in futures:
+                    fut.cancel()
+                raise
+
+    def stop(self) -> None:
+        """Stop the running children (each keeps its last per-epoch checkpoint)."""
+        with self._lock:
+            self._stopping = True
+            procs = list(self._procs)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _ray_task(command: list[str], log_path: str, threads: int) -> tuple[int, float]:
+    """Body of a Ray task: run one job as a child process on whichever node Ray chose."""
+    t0 = time.perf_counter()
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, *command[1:]]  # the node's own Python
+    with open(log_path, "w") as log:
+        log.write(f"$ {' '.join(shlex.quote(a) for a in cmd)}\n")
+        log.flush()
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(threads))
+    return rc, time.perf_counter() - t0
+
+
+class RayBackend:
+    """Submits each job as a Ray task requesting `cpus` CPUs (and `gpus` GPUs)."""
+
+    def __init__(self, address: str | None = None, cpus: int = 1, gpus: float | None = None,
+                 num_cpus: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("the Ray backend needs the ray package: pip install 'labeldistill[ray]' "
+                              "(or use --backend local)") from None
+        self.ray = ray
+        self.address = address
+        self.cpus = max(1, cpus)
+        self.gpus = gpus
+        self.num_cpus = num_cpus
+        self._started = False
+
+    def _init(self) -> None:
+        ray = self.ray
+        if ray.is_initialized():
+            return
+        kwargs = {"include_dashboard": False, "log_to_driver": False}
+        try:
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:
+                ray.init(num_cpus=self.num_cpus or os.cpu_count(), **kwargs)
+        except Exception as exc:  # noqa: BLE001 - connection problems become one line
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+            raise RunError(f"cannot start or reach {where}: {str(exc).splitlines()[0] if str(exc) else exc}; "
+                           "check --address (e.g. ray://HEAD:10001 or HEAD:6379) or use --backend local") from None
+        self._started = True
+
+    def run(self, jobs: Sequence[Job], callback: Callback) -> None:
+        ray = self.ray
+        self._init()
+        gpus = self.gpus
+        if gpus is None:
+            gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+        task = ray.remote(_ray_task).options(num_cpus=self.cpus, num_gpus=gpus, max_retries=0)
+        pending = {task.remote(job.command, str(job.log_path), self.cpus): job for job in jobs}
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    job = pending.pop(ref)
+                    try:
+                        rc, seconds = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - a lost task is a failed run
+                        callback(Outcome(job, "failed", 0.0, -1, f"Ray task failed: {type(exc).__name__}"))
+                        continue
+                    if rc == 0 and job.run_dir.is_finished():
+                        callback(Outcome(job, "done", seconds))
+                    else:
+                        callback(Outcome(job, "failed", seconds, rc, _tail(job.log_path)))
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+
+    def stop(self) -> None:
+        if self._started and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+def run_sweep(jobs: Sequence[Job], backend, progress: bool = True,
+              callback: Callback | None = None) -> SweepReport:
+    """Skip completed runs, run the rest on `backend`, return every outcome."""
+    from tqdm import tqdm
+
+    report = SweepReport()
+    todo = []
+    for job in jobs:
+        if job.status() == "done":
+            report.outcomes.append(Outcome(job, "skipped"))
+        else:
+            todo.append(job)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="sweep", unit="run",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    failed = 0
+
+    def done(outcome: Outcome) -> None:
+        nonlocal failed
+        report.outcomes.append(outcome)
+        failed += outcome.status == "failed"
+        bar.update(1)
+        bar.set_postfix({"failed": failed, "last": outcome.job.name[-40:]}, refresh=True)
+        if callback:
+            callback(outcome)
+
+    try:
+        if todo:
+            backend.run(todo, done)
+    finally:
+        bar.close()
+        backend.stop()
+    return report
