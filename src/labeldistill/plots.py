@@ -146,7 +146,7 @@ def plot_labels(r: Run, path: Path, data_root: str | None = None, max_images: in
     nrows = math.ceil(n / ncols)
     many = len(classes) > 12
     fig = plt.figure(figsize=(2.3 * ncols, 3.3 * nrows))
-    outer = fig.add_gridspec(nrows, ncols, hspace=0.55, wspace=0.35)
+    outer = fig.add_gridspec(nrows, ncols, hspace=0.4, wspace=0.35)
     for i in range(n):
         inner = outer[i // ncols, i % ncols].subgridspec(2, 1, height_ratios=[1.25, 1], hspace=0.08)
         ax = fig.add_subplot(inner[0])
