@@ -61,6 +61,9 @@ def cmd_configs(args) -> int:
 def cmd_sweep(args) -> int:
     from .sweep import LocalBackend, RayBackend, plan, run_sweep, threads_per_run
 
+    for opt in ("workers", "threads"):
+        if getattr(args, opt) is not None and getattr(args, opt) < 1:
+            raise ConfigError(f"--{opt} must be at least 1, got {getattr(args, opt)}")
     jobs = plan(args.configs, args.out, args.overrides, data_root=args.data_root, device=args.device)
     cores = os.cpu_count() or 1
     if args.backend == "local":

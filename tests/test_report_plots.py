@@ -1,0 +1,120 @@
+"""Reports and figures: numbers in the tables, CSV, and PNGs from a real (tiny) run."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labeldistill import config as config_mod
+from labeldistill.cli import main
+from labeldistill.distill import run_experiment
+from labeldistill.errors import RunError
+from labeldistill.report import Run, build_report, find_runs, write_report
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def fake_result(method, n, seed, accs, source="mnist", target="mnist", **extra):
+    mean = float(np.mean(accs))
+    return {"name": f"{method}_{n}_{seed}", "method": method, "source": source, "target": target, "arch": "lenet",
+            "num_base_examples": n, "seed": seed, "test_accuracy": accs, "test_accuracy_mean": mean,
+            "test_accuracy_std": float(np.std(accs)), "num_steps": 100, "labels": [[0.5, 0.5]],
+            "config": {"data": {"target_set_size": extra.pop("tss", None)}}, **extra}
+
+
+def write_runs(root: Path, results):
+    for r in results:
+        d = root / r["name"]
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps(r))
+
+
+def test_tables_mean_std_over_models_and_over_seeds(tmp_path):
+    write_runs(tmp_path, [
+        fake_result("ld-rr", 10, 0, [60.0, 62.0]),
+        fake_result("ld-rr", 10, 465, [70.0, 70.0]),
+        fake_result("baseline", 10, 0, [50.0, 54.0]),
+        fake_result("ld-or2", 100, 0, [80.0, 90.0]),
+        fake_result("ld-rr", 100, 0, [40.0, 40.0], source="emnist", tss=500),
+    ])
+    rep = build_report(find_runs([tmp_path]))
+    main_table = next(t for t in rep.tables if t.title == "mnist -> mnist (lenet)")
+    assert main_table.header == ["base examples", "LD RR", "LD or2", "true labels"]
+    # Several seeds: mean +- std of the seeds' means (61 and 70).
+    assert main_table.rows[0] == ["10", "65.50 ± 4.50 (2 seeds)", "", "52.00 ± 2.00"]
+    assert main_table.rows[1] == ["100", "", "85.00 ± 5.00", ""]
+    seeds = next(t for t in rep.tables if t.title == "Seeds")
+    assert seeds.rows == [["mnist -> mnist", "10", "LD RR", "61.00", "70.00", "65.50 ± 4.50"]]
+    tss = next(t for t in rep.tables if t.title.startswith("Target-set size"))
+    assert tss.rows == [["500", "40.00 ± 0.00"]]
+    paths = write_report(rep, tmp_path / "rep")
+    assert (tmp_path / "rep" / "report.md").read_text().count("65.50 ± 4.50 (2 seeds)") == 1
+    rows = list(csv.DictReader(open(tmp_path / "rep" / "runs.csv")))
+    assert len(rows) == 5 and {float(r["test_accuracy_mean"]) for r in rows} == {61.0, 70.0, 52.0, 85.0, 40.0}
+    assert all(p.is_file() for p in paths)
+
+
+def test_report_without_runs_is_a_one_line_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no finished runs (result.json)" in capsys.readouterr().err
+    with pytest.raises(RunError, match="no such run directory"):
+        find_runs([tmp_path / "nope"])
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory):
+    """A tiny real ld-rr run on the embedded MNIST sample with every analysis switched on."""
+    out = tmp_path_factory.mktemp("runs")
+    cfg = config_mod.apply(config_mod.Config(), {
+        "name": "tiny_flex", "method": "ld-rr", "data.source": "mnist5k", "data.target": "mnist5k",
+        "data.num_base_examples": 10, "distill.epochs": 2,
+        "distill.batch_size": 512, "distill.validate_every": 1, "evaluate.num_test_models": 2,
+        "evaluate.num_steps_analysis": True, "evaluate.step_offsets": [-5, 0, 5],
+        "evaluate.test_optimizers": ["sgd", "adam"], "evaluate.test_architectures": ["lenet"]})
+    result = run_experiment(config_mod.validate(cfg), out=str(out), device="cpu")
+    return out, result
+
+
+def test_flexibility_analyses_land_in_the_result(real_runs):
+    _, r = real_runs
+    steps = r["num_steps"]
+    assert set(r["num_steps_analysis"]) == {str(o) for o in (-5, 0, 5) if steps + o > 0}
+    assert set(r["optimizer_transfer"]) == {"sgd", "adam"}
+    # Adam is the default learner: same seeds and steps, so the same models as the main test.
+    assert r["optimizer_transfer"]["adam"]["test_accuracy"] == r["test_accuracy"]
+    assert r["optimizer_transfer"]["adam"]["num_steps_analysis"]["5"] == r["num_steps_analysis"]["5"]
+    assert r["optimizer_transfer"]["sgd"]["lr"] == 0.1
+    assert r["architecture_transfer"]["lenet"]["test_accuracy"] == r["test_accuracy"]
+
+
+def test_report_and_plot_commands_on_a_real_run(real_runs, tmp_path, capsys):
+    out, r = real_runs
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    for title in ("mnist5k -> mnist5k (lenet)", "Number of steps", "Architecture transfer",
+                  "Optimiser flexibility", "Optimiser x number of steps"):
+        assert f"### {title}" in md
+    assert f"{r['test_accuracy_mean']:.2f} ± {r['test_accuracy_std']:.2f}" in md
+    assert main(["plot", str(out), "--out", str(tmp_path / "fig")]) == 0
+    import matplotlib.image as mpimg
+
+    names = {p.name for p in (tmp_path / "fig").rglob("*.png")}
+    assert names == {"tiny_flex_curves.png", "tiny_flex_labels.png", "num_steps.png", "architectures.png",
+                     "optimizers.png", "optimizer_steps.png"}
+    img = mpimg.imread(tmp_path / "fig" / "runs" / "tiny_flex_labels.png")
+    assert img.shape[0] > 300 and img.shape[1] > 500 and img.std() > 0.05  # a real picture, not blank
+
+
+def test_emnist_base_images_are_shown_upright():
+    if not (DATA / "emnist_letters.npz").is_file():
+        pytest.skip(f"real EMNIST not found at {DATA}")
+    from labeldistill.datasets import load_raw
+    from labeldistill.plots import base_images
+
+    run = Run(Path("/nonexistent"), fake_result("ld-rr", 2, 0, [1.0], source="emnist", base_indices=[3, 7]))
+    shown = base_images(run, str(DATA))
+    raw = load_raw("emnist", str(DATA), download=False).x_train[[3, 7]].float().numpy() / 255
+    np.testing.assert_allclose(shown, raw.transpose(0, 2, 1))
