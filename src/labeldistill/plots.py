@@ -327,8 +327,7 @@ def plot_runs(runs: Sequence[Run], out: str | Path, data_root: str | None = None
         try:
             paths.append(plot_labels(r, out / "runs" / f"{name}_labels.png", data_root, max_images))
         except LabelDistillError as exc:
-            notes.append(f"{r['name']}: no label figure, the base images could not be loaded ({exc}); "
-                         "pass --data-root")
+            notes.append(f"{r['name']}: no label figure, its base images could not be loaded: {exc}")
     paths += plot_accuracy_vs_examples(runs, out)
     paths.append(plot_num_steps(runs, out / "num_steps.png"))
     paths.append(plot_architectures(runs, out / "architectures.png"))
