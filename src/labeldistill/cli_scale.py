@@ -82,6 +82,13 @@ def cmd_sweep(args) -> int:
         for job, state in zip(jobs, states):
             print(f"{state:<8} {job.name}: {job.command_line}")
         return 0
+    import signal
+
+    def _terminate(signum, frame):  # `kill SWEEP_PID`: stop the children too, like Ctrl-C
+        raise KeyboardInterrupt
+
+    if threading_main():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         report = run_sweep(jobs, backend, progress=not args.quiet and sys.stderr.isatty())
     except KeyboardInterrupt:
@@ -94,6 +101,12 @@ def cmd_sweep(args) -> int:
         print(f"FAILED {o.job.name} (exit {o.returncode}): {o.message}\n  log: {o.job.log_path}\n"
               f"  re-run: {o.job.command_line}")
     return 1 if failed else 0
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def cmd_report(args) -> int:
