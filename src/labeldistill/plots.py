@@ -243,9 +243,9 @@ def _grouped_bars(ax, groups: list[str], series: list[str], values: dict, titles
         stds = [values.get((g, s), (np.nan, 0))[1] for g in groups]
         bars = ax.bar(x + (j - (len(series) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
                       label=titles.get(s, s))
-        for b, m in zip(bars, means):
-            if not np.isnan(m):
-                ax.annotate(f"{m:.1f}", (b.get_x() + b.get_width() / 2, m), ha="center", va="bottom",
+        for b, m, sd in zip(bars, means, stds):
+            if not np.isnan(m):  # the value above its error bar
+                ax.annotate(f"{m:.1f}", (b.get_x() + b.get_width() / 2, m + sd), ha="center", va="bottom",
                             fontsize=7, xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(x)
     ax.set_xticklabels(groups, fontsize=8)
