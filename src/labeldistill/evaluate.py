@@ -24,7 +24,10 @@ from .heads import append_ones, ridge_weights, rr_logits
 from .labels import soft_cross_entropy
 from .models import create_model
 
-DEFAULT_LR = {"adam": 1e-3, "sgd": 0.1, "momentum": 0.01}
+# Checked on real MNIST (100 base examples, true labels, LeNet, both heads; 100-1000 steps):
+# sgd 0.1 is the largest stable rate (0.3 diverges early with a linear head); momentum 0.03
+# beats 0.01 at every step count by 1-5 points; adam 1e-3 is the paper's default.
+DEFAULT_LR = {"adam": 1e-3, "sgd": 0.1, "momentum": 0.03}
 
 
 @dataclass(frozen=True)
