@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
-from .errors import LabelDistillError
+from .errors import Interrupted, LabelDistillError
 
 QUICKSTART = {
     "data.source": "mnist5k", "data.target": "mnist5k", "data.num_base_examples": 20,
@@ -170,18 +170,33 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "show-config": cmd_show_co
             "datasets": cmd_datasets, "models": cmd_models}
 
 
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command line that continues an interrupted `run` (never with --overwrite)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    args = [a for a in args if a != "--overwrite"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return " ".join(shlex.quote(a) for a in ["labeldistill", *args])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except Interrupted as exc:
+        resume = f"; resume with: {resume_command(argv)}" if args.command == "run" else ""
+        print(f"labeldistill: {exc}{resume}", file=sys.stderr)
+        return exc.exit_code
     except LabelDistillError as exc:
         print(f"labeldistill: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk or a vanished folder is one line too
+        print(f"labeldistill: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        cmd = " ".join(shlex.quote(a) for a in (sys.argv if argv is None else ["labeldistill", *argv]))
-        resume = cmd if "--resume" in cmd else cmd + " --resume"
-        print(f"labeldistill: interrupted; resume with: {resume}", file=sys.stderr)
+        resume = f"; resume with: {resume_command(argv)}" if args.command == "run" else ""
+        print(f"labeldistill: interrupted{resume}", file=sys.stderr)
         return 130
 
 
