@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import re
 import types
 import typing
@@ -196,13 +197,18 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{key} must be a number, got {value!r}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # no setting of an experiment is meaningful at nan or inf
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
+            return number
         raise ConfigError(f"{key} must be a number, got {value!r}")
     if tp is str:
         if isinstance(value, (str, int)) and not isinstance(value, bool):
@@ -245,7 +251,7 @@ def apply(cfg: Config, values: Mapping[str, Any]) -> Config:
     sections: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {}
     for raw_key, value in values.items():
-        key = resolve_key(raw_key)
+        key = raw_key if raw_key in _section_types() else resolve_key(raw_key)
         if "." in key:
             sec, leaf = key.split(".", 1)
             tp = _field_types(_section_types()[sec])[leaf]
@@ -396,8 +402,8 @@ def validate(cfg: Config) -> Config:
         check_arch(cfg.arch)
     for arch in cfg.evaluate.test_architectures:
         check_arch(arch)
-    need(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
-         f"device must be auto, cpu or cuda, got '{cfg.device}'")
+    need(cfg.device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", cfg.device) is not None,
+         f"device must be auto, cpu, cuda or cuda:N (e.g. cuda:0), got '{cfg.device}'")
     d, t, e = cfg.data, cfg.distill, cfg.evaluate
     need(d.num_base_examples >= 1, f"data.num_base_examples must be at least 1, got {d.num_base_examples}")
     num_classes = DATASETS[d.target].num_classes
