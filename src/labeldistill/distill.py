@@ -191,6 +191,9 @@ class Experiment:
                            "start again with --overwrite") from None
 
     def _load_state_dict(self, state: dict) -> None:
+        # Optimisers adopt the tensors they are given: copy, so that a state taken
+        # from a live experiment (not from disk) is never shared with it.
+        state = copy.deepcopy(state)
         with torch.no_grad():
             self.distilled.param.copy_(state["param"].to(self.device))
         self.meta_opt.load_state_dict(state["meta_opt"])
