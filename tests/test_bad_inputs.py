@@ -103,6 +103,12 @@ def _truncated_npz(tmp) -> str:
     return str(path.parent)
 
 
+def _tiny_dict() -> dict:
+    from labeldistill.config import from_dict
+
+    return to_dict(from_dict(TINY))
+
+
 def _other_config_checkpoint(tmp):
     cfg = apply(Config(), {"name": "tiny", "data.source": "mnist5k", "data.target": "mnist5k",
                            "data.num_base_examples": 20, "distill.epochs": 2})
@@ -167,6 +173,14 @@ CASES = [
     ("corrupt-checkpoint", lambda t: (fake_run_dir(t, finished=False, checkpoint=b"\x00garbage"),
                                       ["run", tiny_config(t), "--out", str(t / "out"), "--resume"])[1],
      ["cannot read checkpoint", "checkpoint.pt"]),
+    ("incompatible-checkpoint", lambda t: (fake_run_dir(t, finished=False, checkpoint={"config": _tiny_dict(), "epoch": 1}),
+                                           ["run", tiny_config(t), "--out", str(t / "out"), "--resume"])[1],
+     ["checkpoint does not fit", "--overwrite"]),
+    ("folder-without-config", lambda t: ["run", str((t / "empty_dir").mkdir() or t / "empty_dir"), "--resume"],
+     ["without config.json"]),
+    ("renamed-run-dir", lambda t: (fake_run_dir(t, finished=False).rename(t / "out" / "renamed"),
+                                   ["run", str(t / "out" / "renamed"), "--resume"])[1],
+     ["holds the run 'tiny'"]),
     ("resume-and-overwrite", lambda t: (fake_run_dir(t, finished=False),
                                         ["run", tiny_config(t), "--out", str(t / "out"), "--resume", "--overwrite"])[1],
      ["contradict"]),

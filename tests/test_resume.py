@@ -238,6 +238,8 @@ def test_kill_during_testing_redoes_only_the_test(tiny_refs, tmp_path, monkeypat
     ref = tiny_refs("ld-rr")
     assert torch.equal(result["labels"], ref["labels"])
     assert result["test_accuracy"] == ref["test_accuracy"]
+    log = [json.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log if r["event"] == "epoch"] == list(range(1, cfg.distill.epochs + 1))
     # --resume on a finished run returns it without recomputing
     again = distill_mod.run_experiment(cfg, out=str(tmp_path), resume=True,
                                        progress=lambda e, i: pytest.fail("recomputed"))
@@ -330,3 +332,62 @@ def test_stop_guard_defers_once_then_raises(monkeypatch):
             os.kill(os.getpid(), signal.SIGTERM)  # outside the loop: at once
     assert signal.getsignal(signal.SIGTERM) == before
     assert not StopGuard().requested
+
+
+def test_resume_from_the_run_directory_alone(tmp_path, tiny_refs, capsys, monkeypatch):
+    """`labeldistill run RUN_DIR --resume` needs neither the config file nor --out."""
+    from labeldistill import cli
+
+    steps_per_epoch = -(-3333 // 512)
+    _with_hook(monkeypatch, lambda learner, distilled, n: n == steps_per_epoch * 2 + 1 and os.kill(os.getpid(), signal.SIGTERM))
+    cfg_file = tmp_path / "t.yaml"
+    cfg_file.write_text(json.dumps({"name": "t", "method": "ld-rr", "seed": 2, "device": "cpu",
+                                    "data": {"source": "mnist5k", "target": "mnist5k", "num_base_examples": 20},
+                                    "distill": {"epochs": 4, "batch_size": 512, "validate_every": 2, "stats_gap": 5},
+                                    "evaluate": {"num_test_models": 1}}))
+    code = cli.main(["run", str(cfg_file), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 143
+    assert err.count("\n") == 1 and "interrupted by SIGTERM at epoch 3 step 1" in err
+    monkeypatch.undo()
+    code = cli.main(["run", str(tmp_path / "out" / "t"), "--resume", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    result = json.loads((tmp_path / "out" / "t" / "result.json").read_text())
+    assert result["labels"] == tiny_refs("ld-rr")["labels"].tolist()
+    assert result["test_accuracy"] == tiny_refs("ld-rr")["test_accuracy"]
+
+
+def test_trim_log_drops_a_cut_line_and_epochs_after_the_checkpoint(tmp_path):
+    run = RunDir(tmp_path)
+    for e in range(1, 5):
+        run.log({"event": "epoch", "epoch": e})
+    run.log({"event": "interrupted", "epoch": 4})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"event": "epoch", "epo')  # a SIGKILL in the middle of a write
+    run.trim_log(2)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines == [{"event": "epoch", "epoch": 1}, {"event": "epoch", "epoch": 2},
+                     {"event": "interrupted", "epoch": 4}]
+
+
+def test_interrupted_messages_say_what_is_on_disk():
+    assert str(Interrupted(signal.SIGINT, "at epoch 2 step 3", "runs/x/checkpoint.pt")) == (
+        "interrupted by SIGINT at epoch 2 step 3; checkpoint saved to runs/x/checkpoint.pt")
+    assert "no checkpoint yet" in str(Interrupted(signal.SIGTERM, "while loading data"))
+    kept = Interrupted(signal.SIGTERM, "while training the test models", kept="the checkpoint of epoch 4 in d is kept")
+    assert str(kept).endswith("; the checkpoint of epoch 4 in d is kept") and kept.exit_code == 143
+
+
+def test_baseline_interrupted_says_there_is_no_checkpoint(tmp_path, monkeypatch):
+
+    original = distill_mod.train_and_evaluate
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(distill_mod, "train_and_evaluate", interrupted)
+    with pytest.raises(Interrupted, match="SIGINT while searching the number of steps; no checkpoint yet"):
+        distill_mod.run_experiment(tiny(method="baseline"), out=str(tmp_path))
+    assert not RunDir(tmp_path / "t").is_finished()

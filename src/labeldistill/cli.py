@@ -30,9 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run an experiment (no CONFIG: the offline quickstart)")
-    p.add_argument("config", nargs="?", help="YAML or JSON config (the reference's flat JSON works too)")
+    p.add_argument("config", nargs="?", help="YAML or JSON config (the reference's flat JSON works too), or a run "
+                   "directory to continue with --resume")
     _add_run_options(p)
-    p.add_argument("--out", default="runs", help="parent folder of run directories (default: runs)")
+    p.add_argument("--out", default=None, help="parent folder of run directories (default: runs, or the parent "
+                   "of CONFIG when CONFIG is a run directory)")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -58,7 +60,27 @@ def quickstart_config(overrides=()) -> config_mod.Config:
 def _load(path: str | None, overrides) -> config_mod.Config:
     if path is None:
         return config_mod.with_overrides(config_mod.Config(), overrides)
+    if Path(path).is_dir():
+        saved = Path(path) / "config.json"
+        if not saved.is_file():
+            raise config_mod.ConfigError(f"{path} is a folder without config.json; give a config file or a run "
+                                         "directory")
+        return config_mod.load(saved, overrides)
     return config_mod.load(path, overrides)
+
+
+def _run_dir_config(args) -> config_mod.Config:
+    """CONFIG is a run directory: its resolved config, and --out defaults to its parent."""
+    from .errors import RunError
+
+    folder = Path(args.config)
+    cfg = _load(args.config, args.overrides)
+    if cfg.run_name != folder.resolve().name:
+        raise RunError(f"{folder} holds the run '{cfg.run_name}', not '{folder.resolve().name}'; rename the folder "
+                       f"back or run its config.json with --out")
+    if args.out is None:
+        args.out = str(folder.resolve().parent)
+    return cfg
 
 
 class _Progress:
@@ -111,8 +133,12 @@ def cmd_run(args) -> int:
         cfgs = [config_mod.apply(base, {"method": m, "name": f"quickstart_{m}"}) for m in ("ld-rr", "baseline")]
         print(f"labeldistill quickstart: {base.data.num_base_examples} real MNIST digits from the embedded "
               f"offline set ({base.data.source}), label distillation (ld-rr) vs true labels", flush=True)
+    elif Path(args.config).is_dir():
+        cfgs = [_run_dir_config(args)]
     else:
         cfgs = [_load(args.config, args.overrides)]
+    if args.out is None:
+        args.out = "runs"
     results = []
     for cfg in cfgs:
         r = _run_one(cfg, args)

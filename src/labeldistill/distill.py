@@ -236,7 +236,12 @@ class Experiment:
     def _save_checkpoint(self) -> None:
         self._check_finite()
         self.run_dir.save_checkpoint(self.state_dict())
-        self._saved_epoch = self.epoch
+        self._saved(self.epoch)
+
+    def _saved(self, epoch: int | None) -> None:
+        self._saved_epoch = epoch
+        if epoch is not None and self.run_dir is not None:
+            self.stop.kept = f"the checkpoint of epoch {epoch} in {self.run_dir.path} is kept"
 
     def _stop(self, t0: float | None = None) -> None:
         """A stop was requested: save the current (step-boundary) state and raise `Interrupted`."""
@@ -294,7 +299,7 @@ class Experiment:
         self._saved_epoch = None
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
-            self._saved_epoch = self.epoch
+            self._saved(self.epoch)
             self._emit("resumed", epoch=self.epoch,
                        step=self.partial["step"] if self.partial is not None else 0)
         with self.stop.deferred():
@@ -378,7 +383,8 @@ def run_experiment(cfg: Config, out: str | None = None, device: str | None = Non
         guard.phase = "while loading data"
         data = prepare(cfg, dev, root=root)
         if run_dir is not None:
-            _start_run_dir(run_dir, cfg, overwrite, fresh=checkpoint is None)
+            _start_run_dir(run_dir, cfg, overwrite, fresh=checkpoint is None,
+                           checkpoint_epoch=checkpoint["epoch"] if checkpoint is not None else 0)
         exp = Experiment(cfg, data, dev, run_dir, progress)
         exp.stop = guard
         guard.phase = "while searching the number of steps" if cfg.is_baseline else "while distilling"
@@ -410,7 +416,7 @@ def run_experiment(cfg: Config, out: str | None = None, device: str | None = Non
             result["synthetic_pixels_shape"] = list(found["pixels"].shape)
         if run_dir is not None:
             if found.get("pixels") is not None:
-                torch.save(found["pixels"].cpu(), run_dir.path / "synthetic_images.pt")
+                run_dir.save_tensor("synthetic_images.pt", found["pixels"].cpu())
             run_dir.write_result(result)
             run_dir.checkpoint_path.unlink(missing_ok=True)
             exp._emit("finished", test_accuracy_mean=result["test_accuracy_mean"],
@@ -484,7 +490,8 @@ def _check_writable(path) -> None:
         raise RunError(f"cannot write to {parent}; choose another --out")
 
 
-def _start_run_dir(run_dir: RunDir, cfg: Config, overwrite: bool, fresh: bool) -> None:
+def _start_run_dir(run_dir: RunDir, cfg: Config, overwrite: bool, fresh: bool,
+                   checkpoint_epoch: int = 0) -> None:
     """Clear what a fresh start replaces, then record the resolved config."""
     if overwrite:
         for f in run_dir.path.glob("*"):
@@ -493,6 +500,8 @@ def _start_run_dir(run_dir: RunDir, cfg: Config, overwrite: bool, fresh: bool) -
     elif fresh:  # no checkpoint to continue from: earlier log lines describe a run that restarts
         for name in ("metrics.jsonl", "checkpoint.pt", "synthetic_images.pt"):
             (run_dir.path / name).unlink(missing_ok=True)
+    else:  # resuming: epochs logged after the checkpoint are run again, so drop their lines
+        run_dir.trim_log(checkpoint_epoch)
     run_dir.write_config(config_mod.to_dict(cfg))
 
 

@@ -24,7 +24,7 @@ class Interrupted(LabelDistillError):
     run and exits with 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM).
     """
 
-    def __init__(self, signum: int, detail: str = "", checkpoint: str | None = None):
+    def __init__(self, signum: int, detail: str = "", checkpoint: str | None = None, kept: str | None = None):
         import signal
 
         self.signum = signum
@@ -34,8 +34,11 @@ class Interrupted(LabelDistillError):
             name = signal.Signals(signum).name
         except ValueError:
             name = f"signal {signum}"
-        saved = f"checkpoint saved to {checkpoint}" if checkpoint else "the last checkpoint on disk is intact"
-        super().__init__(f"interrupted by {name} {detail}; {saved}".replace("  ", " "))
+        if checkpoint:
+            saved = f"checkpoint saved to {checkpoint}"
+        else:
+            saved = kept or "no checkpoint yet, so resuming starts the run again"
+        super().__init__(" ".join(f"interrupted by {name} {detail}".split()) + f"; {saved}")
 
     @property
     def exit_code(self) -> int:

@@ -30,6 +30,7 @@ class StopGuard:
         self.signum: int | None = None
         self.deferring = False
         self.phase = ""  # e.g. "while training the test models", for the message
+        self.kept: str | None = None  # e.g. "the checkpoint of epoch 3 in runs/x is kept"
         self._previous: dict[int, object] = {}
 
     @property
@@ -41,7 +42,7 @@ class StopGuard:
         self.signum = signum
         if self.deferring and first:
             return
-        raise Interrupted(signum, detail=self.phase)
+        raise Interrupted(signum, detail=self.phase, kept=self.kept)
 
     def install(self) -> "StopGuard":
         if threading.current_thread() is threading.main_thread():
