@@ -391,3 +391,27 @@ def test_baseline_interrupted_says_there_is_no_checkpoint(tmp_path, monkeypatch)
     with pytest.raises(Interrupted, match="SIGINT while searching the number of steps; no checkpoint yet"):
         distill_mod.run_experiment(tiny(method="baseline"), out=str(tmp_path))
     assert not RunDir(tmp_path / "t").is_finished()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.7, 1.5])
+def test_sigkill_at_various_moments(reference, tmp_path, delay):
+    """Kills after epoch 1 plus `delay` seconds: during steps, validation or a checkpoint write.
+    A second kill lands on the resumed run too."""
+    (tmp_path / "tiny.yaml").write_text(CONFIG)
+    run = tmp_path / "out" / "tiny"
+    args = ["run", "tiny.yaml", "--out", "out", "--quiet"]
+    proc = _start(args, tmp_path)
+    _wait_for_epochs(proc, run, 1)
+    time.sleep(delay)
+    proc.kill()
+    proc.communicate()
+    again = _start(args + ["--resume"], tmp_path)
+    _wait_for_epochs(again, run, 4)
+    time.sleep(delay)
+    again.kill()
+    again.communicate()
+    last = _start(args + ["--resume"], tmp_path)
+    out, err = last.communicate(timeout=600)
+    assert last.returncode == 0, err
+    _assert_same_result(_result(run), reference())
