@@ -230,7 +230,8 @@ class Experiment:
                 losses = f" (mean meta loss {outer:.4g}, model loss {inner:.4g})"
             kept = (f"the checkpoint of epoch {self._saved_epoch} in {self.run_dir.path} is kept"
                     if self.run_dir is not None and self._saved_epoch is not None else "no checkpoint was written")
-            raise RunError(f"non-finite {' and '.join(bad)} at {where}{losses}; {kept}; the run is deterministic, "
+            what = bad[0] if len(bad) == 1 else ", ".join(bad[:-1]) + " and " + bad[-1]
+            raise RunError(f"non-finite {what} at {where}{losses}; {kept}; the run is deterministic, "
                            "so start again with a lower distill.label_lr or distill.model_lr (--overwrite)")
 
     def _save_checkpoint(self) -> None:
