@@ -13,7 +13,7 @@ from .errors import Interrupted, LabelDistillError
 QUICKSTART = {
     "data.source": "mnist5k", "data.target": "mnist5k", "data.num_base_examples": 20,
     "distill.epochs": 30, "distill.batch_size": 256, "distill.validate_every": 5,
-    "evaluate.num_test_models": 10,
+    "evaluate.num_test_models": 20,
 }
 
 

@@ -222,6 +222,9 @@ def resolve_key(key: str) -> str:
     keys = _all_keys()
     if key in keys:
         return key
+    if key in _section_types():
+        example = next(iter(_field_types(_section_types()[key])))
+        raise ConfigError(f"'{key}' is a section; set its keys, e.g. {key}.{example}=...")
     matches = [k for k, leaf in keys.items() if leaf == key]
     if len(matches) == 1:
         return matches[0]
@@ -257,8 +260,6 @@ def apply(cfg: Config, values: Mapping[str, Any]) -> Config:
             tp = _field_types(_section_types()[sec])[leaf]
             sections.setdefault(sec, {})[leaf] = coerce(value, tp, key)
         else:
-            if key in _section_types():
-                raise ConfigError(f"'{key}' is a section; set its keys, e.g. {key}.{next(iter(_field_types(_section_types()[key])))}=...")
             top[key] = coerce(value, _field_types(Config)[key], key)
     for sec, vals in sections.items():
         top[sec] = dataclasses.replace(getattr(cfg, sec), **vals)
