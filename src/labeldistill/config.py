@@ -254,7 +254,7 @@ def apply(cfg: Config, values: Mapping[str, Any]) -> Config:
     sections: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {}
     for raw_key, value in values.items():
-        key = raw_key if raw_key in _section_types() else resolve_key(raw_key)
+        key = resolve_key(raw_key)
         if "." in key:
             sec, leaf = key.split(".", 1)
             tp = _field_types(_section_types()[sec])[leaf]
