@@ -1,1 +1,27 @@
-"""labeldistill: distill a dataset into soft labels for a few real base images."""
+"""labeldistill: distill a dataset into soft labels for a few real base images.
+
+The public API in a few names::
+
+    import labeldistill as ld
+    cfg = ld.load_config("configs/examples/mnist_ld-rr_100.yaml", ["distill.epochs=10"])
+    result = ld.run_experiment(cfg, out="runs", root="../shared/data")
+    print(result["test_accuracy_mean"], result["labels"].shape)
+"""
+from .config import Config, DataConfig, DistillConfig, EvalConfig
+from .config import load as load_config
+from .config import with_overrides
+from .data import TaskData, prepare
+from .datasets import dataset_names, get_info, load_raw
+from .distill import Experiment, run_experiment
+from .errors import ConfigError, DataError, LabelDistillError, RunError
+from .evaluate import Recipe, train_and_evaluate
+from .models import create_model, list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config", "DataConfig", "DistillConfig", "EvalConfig", "load_config", "with_overrides",
+    "TaskData", "prepare", "dataset_names", "get_info", "load_raw", "Experiment", "run_experiment",
+    "ConfigError", "DataError", "LabelDistillError", "RunError", "Recipe", "train_and_evaluate",
+    "create_model", "list_models", "__version__",
+]

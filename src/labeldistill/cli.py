@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
-from .errors import LabelDistillError
+from .errors import Interrupted, LabelDistillError
 
 QUICKSTART = {
     "data.source": "mnist5k", "data.target": "mnist5k", "data.num_base_examples": 20,
     "distill.epochs": 30, "distill.batch_size": 256, "distill.validate_every": 5,
-    "evaluate.num_test_models": 10,
+    "evaluate.num_test_models": 20,
 }
 
 
@@ -30,9 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run an experiment (no CONFIG: the offline quickstart)")
-    p.add_argument("config", nargs="?", help="YAML or JSON config (the reference's flat JSON works too)")
+    p.add_argument("config", nargs="?", help="YAML or JSON config (the reference's flat JSON works too), or a run "
+                   "directory to continue with --resume")
     _add_run_options(p)
-    p.add_argument("--out", default="runs", help="parent folder of run directories (default: runs)")
+    p.add_argument("--out", default=None, help="parent folder of run directories (default: runs, or the parent "
+                   "of CONFIG when CONFIG is a run directory)")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -61,7 +63,27 @@ def quickstart_config(overrides=()) -> config_mod.Config:
 def _load(path: str | None, overrides) -> config_mod.Config:
     if path is None:
         return config_mod.with_overrides(config_mod.Config(), overrides)
+    if Path(path).is_dir():
+        saved = Path(path) / "config.json"
+        if not saved.is_file():
+            raise config_mod.ConfigError(f"{path} is a folder without config.json; give a config file or a run "
+                                         "directory")
+        return config_mod.load(saved, overrides)
     return config_mod.load(path, overrides)
+
+
+def _run_dir_config(args) -> config_mod.Config:
+    """CONFIG is a run directory: its resolved config, and --out defaults to its parent."""
+    from .errors import RunError
+
+    folder = Path(args.config)
+    cfg = _load(args.config, args.overrides)
+    if cfg.run_name != folder.resolve().name:
+        raise RunError(f"{folder} holds the run '{cfg.run_name}', not '{folder.resolve().name}'; rename the folder "
+                       f"back or run its config.json with --out")
+    if args.out is None:
+        args.out = str(folder.resolve().parent)
+    return cfg
 
 
 class _Progress:
@@ -114,8 +136,12 @@ def cmd_run(args) -> int:
         cfgs = [config_mod.apply(base, {"method": m, "name": f"quickstart_{m}"}) for m in ("ld-rr", "baseline")]
         print(f"labeldistill quickstart: {base.data.num_base_examples} real MNIST digits from the embedded "
               f"offline set ({base.data.source}), label distillation (ld-rr) vs true labels", flush=True)
+    elif Path(args.config).is_dir():
+        cfgs = [_run_dir_config(args)]
     else:
         cfgs = [_load(args.config, args.overrides)]
+    if args.out is None:
+        args.out = "runs"
     results = []
     for cfg in cfgs:
         r = _run_one(cfg, args)
@@ -173,18 +199,33 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "show-config": cmd_show_co
             "datasets": cmd_datasets, "models": cmd_models}
 
 
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command line that continues an interrupted `run` (never with --overwrite)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    args = [a for a in args if a != "--overwrite"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return " ".join(shlex.quote(a) for a in ["labeldistill", *args])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except Interrupted as exc:
+        resume = f"; resume with: {resume_command(argv)}" if args.command == "run" else ""
+        print(f"labeldistill: {exc}{resume}", file=sys.stderr)
+        return exc.exit_code
     except LabelDistillError as exc:
         print(f"labeldistill: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk or a vanished folder is one line too
+        print(f"labeldistill: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        cmd = " ".join(shlex.quote(a) for a in (sys.argv if argv is None else ["labeldistill", *argv]))
-        resume = cmd if "--resume" in cmd else cmd + " --resume"
-        print(f"labeldistill: interrupted; resume with: {resume}", file=sys.stderr)
+        resume = f"; resume with: {resume_command(argv)}" if args.command == "run" else ""
+        print(f"labeldistill: interrupted{resume}", file=sys.stderr)
         return 130
 
 

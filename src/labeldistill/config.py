@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import re
 import types
 import typing
@@ -196,13 +197,18 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{key} must be a number, got {value!r}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # no setting of an experiment is meaningful at nan or inf
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
+            return number
         raise ConfigError(f"{key} must be a number, got {value!r}")
     if tp is str:
         if isinstance(value, (str, int)) and not isinstance(value, bool):
@@ -216,6 +222,9 @@ def resolve_key(key: str) -> str:
     keys = _all_keys()
     if key in keys:
         return key
+    if key in _section_types():
+        example = next(iter(_field_types(_section_types()[key])))
+        raise ConfigError(f"'{key}' is a section; set its keys, e.g. {key}.{example}=...")
     matches = [k for k, leaf in keys.items() if leaf == key]
     if len(matches) == 1:
         return matches[0]
@@ -251,8 +260,6 @@ def apply(cfg: Config, values: Mapping[str, Any]) -> Config:
             tp = _field_types(_section_types()[sec])[leaf]
             sections.setdefault(sec, {})[leaf] = coerce(value, tp, key)
         else:
-            if key in _section_types():
-                raise ConfigError(f"'{key}' is a section; set its keys, e.g. {key}.{next(iter(_field_types(_section_types()[key])))}=...")
             top[key] = coerce(value, _field_types(Config)[key], key)
     for sec, vals in sections.items():
         top[sec] = dataclasses.replace(getattr(cfg, sec), **vals)
@@ -396,8 +403,8 @@ def validate(cfg: Config) -> Config:
         check_arch(cfg.arch)
     for arch in cfg.evaluate.test_architectures:
         check_arch(arch)
-    need(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
-         f"device must be auto, cpu or cuda, got '{cfg.device}'")
+    need(cfg.device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", cfg.device) is not None,
+         f"device must be auto, cpu, cuda or cuda:N (e.g. cuda:0), got '{cfg.device}'")
     d, t, e = cfg.data, cfg.distill, cfg.evaluate
     need(d.num_base_examples >= 1, f"data.num_base_examples must be at least 1, got {d.num_base_examples}")
     num_classes = DATASETS[d.target].num_classes

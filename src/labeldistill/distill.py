@@ -17,7 +17,7 @@ import torch
 from . import config as config_mod
 from .config import Config
 from .data import TaskData, prepare, remap_classes
-from .errors import RunError
+from .errors import Interrupted, RunError
 from .evaluate import Recipe, step_grid, summarize, train_and_evaluate
 from .labels import one_hot, uniform_labels
 from .meta.common import Distilled
@@ -27,6 +27,7 @@ from .meta.rr import RidgeRegression
 from .models import default_arch
 from .results import RunDir
 from .seeding import derive_seed, generator
+from .signals import StopGuard, stop_guard
 
 Progress = Callable[[str, dict], None]
 
@@ -68,6 +69,10 @@ class Experiment:
         self.recipe = eval_recipe(cfg, self.arch)
         self.history: list[dict] = []
         self.train_seconds = 0.0
+        # The epoch in progress: its target order, the outer steps done and the
+        # running loss sums, so that a checkpoint can be taken between any two steps.
+        self.partial: dict | None = None
+        self.stop: StopGuard = StopGuard()  # not installed: never requested
 
     # -- helpers ------------------------------------------------------------
     def _emit(self, event: str, **info) -> None:
@@ -178,9 +183,23 @@ class Experiment:
             "best": {**self.best, "param": self.best["param"].cpu()},
             "train_seconds": self.train_seconds,
             "torch_rng": torch.get_rng_state(),
+            "partial": None if self.partial is None else {
+                "order": self.partial["order"].cpu(), "step": self.partial["step"],
+                "sums": self.partial["sums"].detach().cpu()},
         }
 
     def load_state_dict(self, state: dict) -> None:
+        try:
+            self._load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise RunError(f"the checkpoint does not fit this version of labeldistill or this config "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                           "start again with --overwrite") from None
+
+    def _load_state_dict(self, state: dict) -> None:
+        # Optimisers adopt the tensors they are given: copy, so that a state taken
+        # from a live experiment (not from disk) is never shared with it.
+        state = copy.deepcopy(state)
         with torch.no_grad():
             self.distilled.param.copy_(state["param"].to(self.device))
         self.meta_opt.load_state_dict(state["meta_opt"])
@@ -195,6 +214,57 @@ class Experiment:
         self.epoch = state["epoch"]
         self.train_seconds = state["train_seconds"]
         torch.set_rng_state(state["torch_rng"])
+        partial = state.get("partial")
+        self.partial = None if partial is None else {
+            "order": partial["order"], "step": partial["step"], "sums": partial["sums"].to(self.device)}
+
+    def _check_finite(self) -> None:
+        """Stop on NaN/inf in the meta-parameters, the epoch's losses or the online learner's
+        weights and optimiser state, before any of it reaches a checkpoint."""
+        bad = []
+        if not bool(torch.isfinite(self.distilled.param).all()):
+            bad.append("labels" if self.distilled.kind == "labels" else "synthetic images")
+        if self.partial is not None and not bool(torch.isfinite(self.partial["sums"]).all()):
+            bad.append("losses")
+        if not _all_finite(self.learner.state_dict()):
+            bad.append("online model weights")
+        if bad:
+            where = f"epoch {self.epoch + 1}" + (f" step {self.partial['step']}" if self.partial else "")
+            losses = ""
+            if self.partial is not None and self.partial["step"]:
+                outer, _, inner = (self.partial["sums"] / self.partial["step"]).tolist()
+                losses = f" (mean meta loss {outer:.4g}, model loss {inner:.4g})"
+            kept = (f"the checkpoint of epoch {self._saved_epoch} in {self.run_dir.path} is kept"
+                    if self.run_dir is not None and self._saved_epoch is not None else "no checkpoint was written")
+            what = bad[0] if len(bad) == 1 else ", ".join(bad[:-1]) + " and " + bad[-1]
+            raise RunError(f"non-finite {what} at {where}{losses}; {kept}; the run is deterministic, "
+                           "so start again with a lower distill.label_lr or distill.model_lr (--overwrite)")
+
+    def _save_checkpoint(self) -> None:
+        self._check_finite()
+        self.run_dir.save_checkpoint(self.state_dict())
+        self._saved(self.epoch)
+
+    def _saved(self, epoch: int | None) -> None:
+        self._saved_epoch = epoch
+        if epoch is not None and self.run_dir is not None:
+            self.stop.kept = f"the checkpoint of epoch {epoch} in {self.run_dir.path} is kept"
+
+    def _stop(self, t0: float | None = None) -> None:
+        """A stop was requested: save the current (step-boundary) state and raise `Interrupted`."""
+        if t0 is not None:
+            self.train_seconds += time.perf_counter() - t0
+        if self.partial is not None:
+            where = f"at epoch {self.epoch + 1} step {self.partial['step']}"
+        else:
+            where = f"after epoch {self.epoch}"
+        path = None
+        if self.run_dir is not None:
+            self._save_checkpoint()
+            path = str(self.run_dir.checkpoint_path)
+            self._emit("interrupted", epoch=self.epoch, step=self.partial["step"] if self.partial else 0,
+                       signal=self.stop.signum)
+        raise Interrupted(self.stop.signum, where, path)
 
     def validate(self) -> tuple[float, float]:
         images, labels = self.distilled.current()
@@ -202,42 +272,62 @@ class Experiment:
                                  self.tracker.num_steps, self.data.val_x, self.data.val_y)
         return float(res.errors[0, 0]), float(res.losses[0, 0])
 
-    def run_epoch(self) -> dict:
+    def run_epoch(self, t0: float | None = None) -> dict:
         cfg, data = self.cfg, self.data
         n_target = data.target_x.shape[0]
         bs, ib = cfg.distill.batch_size, cfg.inner_batch_size
         n_base = data.base_x.shape[0]
-        order = torch.randperm(n_target, generator=self.order_gen).to(self.device)
-        sums = torch.zeros(3, device=self.device)
-        batches = 0
-        for start in range(0, n_target, bs):
+        if self.partial is None:
+            self.partial = {"order": torch.randperm(n_target, generator=self.order_gen), "step": 0,
+                            "sums": torch.zeros(3, device=self.device)}
+        p = self.partial
+        order = p["order"].to(self.device)
+        for start in range(p["step"] * bs, n_target, bs):
+            if self.stop.requested:  # between two outer steps the state is consistent
+                self._stop(t0)
             sel = order[start:start + bs]
             x_t, y_t = data.target_x[sel], data.target_y[sel]  # target minibatch x_t, y_t
             idx = torch.randperm(n_base, generator=self.inner_gen)[:ib].to(self.device)  # inner minibatch
             outer, error, inner = self.learner.step(self.distilled, self.meta_opt, x_t, y_t, idx)
-            sums += torch.stack([outer, error, inner])
-            batches += 1
+            p["sums"] += torch.stack([outer, error, inner])
+            p["step"] += 1
             if self.tracker.update(float(error)):
                 self.num_resets += 1
                 self.learner.reset(derive_seed(cfg.seed, "online", self.num_resets))
-        outer, error, inner = (sums / batches).tolist()
-        if not all(math.isfinite(v) for v in (outer, inner)) or not bool(torch.isfinite(self.distilled.param).all()):
-            raise RunError(f"non-finite values at epoch {self.epoch + 1} (meta loss {outer}, model loss {inner}); "
-                           "the last checkpoint is intact: lower distill.label_lr or distill.model_lr and resume "
-                           "with --set, or start again")
+        self._check_finite()
+        outer, error, inner = (p["sums"] / p["step"]).tolist()
+        self.partial = None
         return {"train_error": error, "train_loss": outer, "meta_loss": outer, "model_loss": inner,
                 "num_steps": self.tracker.num_steps, "num_resets": self.num_resets}
 
     def distill(self, checkpoint: dict | None = None) -> dict:
         cfg = self.cfg
         self.setup_distillation()
+        self._saved_epoch = None
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
-            self._emit("resumed", epoch=self.epoch)
+            self._saved(self.epoch)
+            self._emit("resumed", epoch=self.epoch,
+                       step=self.partial["step"] if self.partial is not None else 0)
+        with self.stop.deferred():
+            self._distill_loop()
+        best = self.best
+        if self.distilled.kind == "labels":
+            images, labels = self.data.base_x, best["param"]
+        else:
+            images, labels = self.data.normalize(best["param"]), self.distilled.labels.detach()
+        return {"images": images, "labels": labels, "num_steps": best["num_steps"],
+                "val_error": best["val_error"], "best_epoch": best["epoch"],
+                "pixels": best["param"] if self.distilled.kind == "images" else None}
+
+    def _distill_loop(self) -> None:
+        cfg = self.cfg
         epochs = cfg.distill.epochs
         while self.epoch < epochs:
+            if self.stop.requested:
+                self._stop()
             t0 = time.perf_counter()
-            record = self.run_epoch()
+            record = self.run_epoch(t0)
             self.epoch += 1
             if self.epoch % cfg.distill.validate_every == 0 or self.epoch == epochs:
                 val_error, val_loss = self.validate()
@@ -252,15 +342,22 @@ class Experiment:
             self._emit("epoch", **record)
             every = cfg.distill.checkpoint_every
             if self.run_dir is not None and every and (self.epoch % every == 0 or self.epoch == epochs):
-                self.run_dir.save_checkpoint(self.state_dict())
-        best = self.best
-        if self.distilled.kind == "labels":
-            images, labels = self.data.base_x, best["param"]
-        else:
-            images, labels = self.data.normalize(best["param"]), self.distilled.labels.detach()
-        return {"images": images, "labels": labels, "num_steps": best["num_steps"],
-                "val_error": best["val_error"], "best_epoch": best["epoch"],
-                "pixels": best["param"] if self.distilled.kind == "images" else None}
+                self._save_checkpoint()
+        if self.stop.requested:
+            self._stop()
+
+
+def _all_finite(obj) -> bool:
+    """True when every floating tensor or float in a nested state dict is finite."""
+    if isinstance(obj, torch.Tensor):
+        return not obj.is_floating_point() or bool(torch.isfinite(obj).all())
+    if isinstance(obj, dict):
+        return all(_all_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(_all_finite(v) for v in obj)
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    return True
 
 
 def _accuracy_summary(errors: list[float]) -> dict:
@@ -271,47 +368,66 @@ def _accuracy_summary(errors: list[float]) -> dict:
 
 
 def run_experiment(cfg: Config, out: str | None = None, device: str | None = None, root: str | None = None,
-                   progress: Progress | None = None, resume: bool = False, overwrite: bool = False) -> dict:
-    """Run one experiment; with `out`, write it to the directory `out/<run name>`."""
+                   progress: Progress | None = None, resume: bool = False, overwrite: bool = False,
+                   handle_signals: bool = True) -> dict:
+    """Run one experiment; with `out`, write it to the directory `out/<run name>`.
+
+    With `resume`, an unfinished run continues from its checkpoint (a finished
+    one is returned as it is). With `handle_signals` (main thread only),
+    SIGINT/SIGTERM stop the run at the next outer step after a checkpoint and
+    raise `Interrupted`.
+    """
     dev = resolve_device(device or cfg.device)
     run_dir = RunDir(f"{out}/{cfg.run_name}") if out else None
     checkpoint = None
     if run_dir is not None:
+        # Every check that needs no data happens before loading it, and nothing
+        # is written until the data loaded: a bad input never damages a run directory.
         checkpoint = _prepare_run_dir(run_dir, cfg, resume, overwrite)
-    data = prepare(cfg, dev, root=root)
-    exp = Experiment(cfg, data, dev, run_dir, progress)
-    if cfg.is_baseline:
-        found = exp.run_baseline()
-    else:
-        found = exp.distill(checkpoint)
-    t0 = time.perf_counter()
-    tested = exp.test(found["images"], found["labels"], found["num_steps"])
-    test_seconds = time.perf_counter() - t0
-    result = {
-        "name": cfg.run_name, "method": cfg.method, "source": cfg.data.source, "target": cfg.data.target,
-        "arch": exp.arch, "num_base_examples": cfg.data.num_base_examples, "seed": cfg.seed,
-        **tested,
-        "num_steps": found["num_steps"], "val_error": found["val_error"],
-        "best_epoch": found.get("best_epoch"),
-        "labels": found["labels"].cpu(),
-        "base_indices": data.base_indices, "base_original_labels": data.base_original_labels,
-        "base_class_names": [_class_name(data, c) for c in data.base_original_labels.tolist()],
-        "history": exp.history, "train_seconds": exp.train_seconds, "test_seconds": test_seconds,
-        "device": str(dev), "data_origin": data.origin,
-        "seeds": {"config": cfg.seed, "test_models": exp._seeds("test", count=cfg.evaluate.num_test_models)},
-        "config": config_mod.to_dict(cfg),
-    }
-    if "remapped_labels" in found:
-        result["base_remapped_labels"] = found["remapped_labels"]
-    if found.get("pixels") is not None:
-        result["synthetic_pixels_shape"] = list(found["pixels"].shape)
-    if run_dir is not None:
+        if checkpoint is _FINISHED:
+            return run_dir.read_result()
+    with stop_guard(handle_signals) as guard:
+        guard.phase = "while loading data"
+        data = prepare(cfg, dev, root=root)
+        if run_dir is not None:
+            _start_run_dir(run_dir, cfg, overwrite, fresh=checkpoint is None,
+                           checkpoint_epoch=checkpoint["epoch"] if checkpoint is not None else 0)
+        exp = Experiment(cfg, data, dev, run_dir, progress)
+        exp.stop = guard
+        guard.phase = "while searching the number of steps" if cfg.is_baseline else "while distilling"
+        if cfg.is_baseline:
+            found = exp.run_baseline()
+        else:
+            found = exp.distill(checkpoint)
+        guard.phase = "while training the test models"
+        t0 = time.perf_counter()
+        tested = exp.test(found["images"], found["labels"], found["num_steps"])
+        test_seconds = time.perf_counter() - t0
+        result = {
+            "name": cfg.run_name, "method": cfg.method, "source": cfg.data.source, "target": cfg.data.target,
+            "arch": exp.arch, "num_base_examples": cfg.data.num_base_examples, "seed": cfg.seed,
+            **tested,
+            "num_steps": found["num_steps"], "val_error": found["val_error"],
+            "best_epoch": found.get("best_epoch"),
+            "labels": found["labels"].cpu(),
+            "base_indices": data.base_indices, "base_original_labels": data.base_original_labels,
+            "base_class_names": [_class_name(data, c) for c in data.base_original_labels.tolist()],
+            "history": exp.history, "train_seconds": exp.train_seconds, "test_seconds": test_seconds,
+            "device": str(dev), "data_origin": data.origin,
+            "seeds": {"config": cfg.seed, "test_models": exp._seeds("test", count=cfg.evaluate.num_test_models)},
+            "config": config_mod.to_dict(cfg),
+        }
+        if "remapped_labels" in found:
+            result["base_remapped_labels"] = found["remapped_labels"]
         if found.get("pixels") is not None:
-            torch.save(found["pixels"].cpu(), run_dir.path / "synthetic_images.pt")
-        run_dir.write_result(result)
-        run_dir.checkpoint_path.unlink(missing_ok=True)
-        exp._emit("finished", test_accuracy_mean=result["test_accuracy_mean"],
-                  test_accuracy_std=result["test_accuracy_std"])
+            result["synthetic_pixels_shape"] = list(found["pixels"].shape)
+        if run_dir is not None:
+            if found.get("pixels") is not None:
+                run_dir.save_tensor("synthetic_images.pt", found["pixels"].cpu())
+            run_dir.write_result(result)
+            run_dir.checkpoint_path.unlink(missing_ok=True)
+            exp._emit("finished", test_accuracy_mean=result["test_accuracy_mean"],
+                      test_accuracy_std=result["test_accuracy_std"])
     return result
 
 
@@ -320,29 +436,80 @@ def _class_name(data: TaskData, c: int) -> str:
     return names[c] if 0 <= c < len(names) and data.origin != "fake" else "noise"
 
 
+_FINISHED: dict = {"finished": True}  # sentinel: --resume on a finished run returns its result
+
+
 def _prepare_run_dir(run_dir: RunDir, cfg: Config, resume: bool, overwrite: bool) -> dict | None:
-    """Refuse to clobber a finished run; load a checkpoint of the same config when resuming."""
+    """Refuse to clobber a finished run; load a checkpoint of the same config when resuming.
+
+    Reads only; `_start_run_dir` writes once the data are loaded.
+    """
+    if resume and overwrite:
+        raise RunError("--resume and --overwrite contradict each other: pass --resume to continue the run in "
+                       f"{run_dir.path}, or --overwrite to start it again")
+    _check_writable(run_dir.path)
     resolved = config_mod.to_dict(cfg)
-    if run_dir.is_finished() and not overwrite:
-        raise RunError(f"{run_dir.path} holds a finished run; choose another --out or name, or pass --overwrite")
-    checkpoint = None
+    if overwrite:
+        return None
+    if run_dir.is_finished():
+        if not resume:
+            raise RunError(f"{run_dir.path} holds a finished run; choose another --out or name, or pass --overwrite")
+        _same_config(run_dir.read_config(), resolved, run_dir, "run")
+        return _FINISHED
+    if not (run_dir.path / "config.json").exists():
+        return None
+    if not resume:
+        raise RunError(f"{run_dir.path} holds an unfinished run; pass --resume to continue it or --overwrite "
+                       "to start again")
+    _same_config(run_dir.read_config(), resolved, run_dir, "run")
+    checkpoint = run_dir.load_checkpoint()
+    if checkpoint is not None:
+        if not isinstance(checkpoint, dict) or "config" not in checkpoint:
+            raise RunError(f"{run_dir.checkpoint_path} is not a labeldistill checkpoint; delete it or start "
+                           "again with --overwrite")
+        _same_config(checkpoint["config"], resolved, run_dir, "checkpoint")
+    return checkpoint
+
+
+def _same_config(saved: dict, resolved: dict, run_dir: RunDir, what: str) -> None:
+    if saved == resolved:
+        return
+    changed = sorted(k for k in _flat(saved).keys() | _flat(resolved).keys()
+                     if _flat(saved).get(k) != _flat(resolved).get(k))
+    raise RunError(f"the {what} in {run_dir.path} is from a different config (differs in: {', '.join(changed)}); "
+                   "resume with the same config, use another --out, or pass --overwrite to start again")
+
+
+def _check_writable(path) -> None:
+    """The run directory (or its nearest existing parent) must be a writable folder."""
+    from pathlib import Path
+    import os
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path} exists and is not a directory; choose another --out")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RunError(f"cannot create {path}: {parent} is a file; choose another --out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunError(f"cannot write to {parent}; choose another --out")
+
+
+def _start_run_dir(run_dir: RunDir, cfg: Config, overwrite: bool, fresh: bool,
+                   checkpoint_epoch: int = 0) -> None:
+    """Clear what a fresh start replaces, then record the resolved config."""
     if overwrite:
         for f in run_dir.path.glob("*"):
             if f.is_file():
                 f.unlink()
-    elif run_dir.path.exists() and (run_dir.path / "config.json").exists():
-        if not resume:
-            raise RunError(f"{run_dir.path} holds an unfinished run; pass --resume to continue it or --overwrite "
-                           "to start again")
-        saved = run_dir.read_config()
-        if saved != resolved:
-            changed = sorted(k for k in _flat(saved).keys() | _flat(resolved).keys()
-                             if _flat(saved).get(k) != _flat(resolved).get(k))
-            raise RunError(f"the checkpoint in {run_dir.path} is from a different config (differs in: "
-                           f"{', '.join(changed)}); resume with the same config or use another --out")
-        checkpoint = run_dir.load_checkpoint()
-    run_dir.write_config(resolved)
-    return checkpoint
+    elif fresh:  # no checkpoint to continue from: earlier log lines describe a run that restarts
+        for name in ("metrics.jsonl", "checkpoint.pt", "synthetic_images.pt"):
+            (run_dir.path / name).unlink(missing_ok=True)
+    else:  # resuming: epochs logged after the checkpoint are run again, so drop their lines
+        run_dir.trim_log(checkpoint_epoch)
+    run_dir.write_config(config_mod.to_dict(cfg))
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -15,3 +15,31 @@ class DataError(LabelDistillError):
 
 class RunError(LabelDistillError):
     """A run cannot start or continue (existing output, checkpoint mismatch, numerical failure)."""
+
+
+class Interrupted(LabelDistillError):
+    """A run stopped on SIGINT or SIGTERM; `checkpoint` says whether its state was saved.
+
+    The command line turns it into one line with the command that resumes the
+    run and exits with 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int, detail: str = "", checkpoint: str | None = None, kept: str | None = None):
+        import signal
+
+        self.signum = signum
+        self.detail = detail
+        self.checkpoint = checkpoint
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        if checkpoint:
+            saved = f"checkpoint saved to {checkpoint}"
+        else:
+            saved = kept or "no checkpoint yet, so resuming starts the run again"
+        super().__init__(" ".join(f"interrupted by {name} {detail}".split()) + f"; {saved}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -98,6 +98,33 @@ class RunDir:
     def read_result(self) -> dict:
         return read_json(self.result_path)
 
+    def trim_log(self, epoch: int) -> None:
+        """Keep the log lines of a resumed run up to its checkpoint's `epoch`.
+
+        Drops a line cut short by a kill and the epoch records written after the
+        checkpoint (they are run again), so that the log matches the history.
+        """
+        path = self.path / METRICS_FILE
+        if not path.is_file():
+            return
+        keep = []
+        for line in path.read_text(errors="replace").splitlines(keepends=True):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("event") == "epoch" and (record.get("epoch") or 0) > epoch:
+                continue
+            keep.append(line if line.endswith("\n") else line + "\n")
+        atomic_write_bytes(path, "".join(keep).encode())
+
+    def save_tensor(self, name: str, obj: Any) -> None:
+        import io
+
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        atomic_write_bytes(self.path / name, buf.getvalue())
+
     def save_checkpoint(self, state: dict) -> None:
         import io
 

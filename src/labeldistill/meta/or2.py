@@ -13,7 +13,8 @@ class SecondOrder(OnlineLearner):
     """theta' = theta - inner_lr * grad L_inner(theta; x~', y~'); the outer loss
     CE(f_theta'(x_t), y_t) is differentiated through theta' to y~'."""
 
-    def step(self, distilled: Distilled, meta_opt, x_t, y_t, idx):
+    def meta_gradient(self, distilled: Distilled, x_t, y_t, idx):
+        """(meta-gradient, outer loss, outer logits, inner loss, model gradients); nothing is updated."""
         params = dict(self.model.named_parameters())
         x_in, y_in = distilled.inputs(idx), distilled.targets(idx)
         inner = soft_cross_entropy(functional_call(self.model, params, (x_in,)), y_in)
@@ -22,13 +23,17 @@ class SecondOrder(OnlineLearner):
         out = functional_call(self.model, fast, (x_t,))
         outer = F.cross_entropy(out, y_t)
         (meta_grad,) = torch.autograd.grad(outer, [distilled.param])
-        self._apply_meta_grad(distilled, meta_opt, meta_grad)
         # The online model learns from the same inner loss with the labels held
         # fixed: its gradient is the first-order part already computed above.
+        return meta_grad, outer.detach(), out.detach(), inner.detach(), [g.detach() for g in grads]
+
+    def step(self, distilled: Distilled, meta_opt, x_t, y_t, idx):
+        meta_grad, outer, out, inner, grads = self.meta_gradient(distilled, x_t, y_t, idx)
+        self._apply_meta_grad(distilled, meta_opt, meta_grad)
         self.model_opt.zero_grad(set_to_none=True)
-        for p, g in zip(params.values(), grads):
-            p.grad = g.detach()
+        for p, g in zip(self.model.parameters(), grads):
+            p.grad = g
         self.model_opt.step()
         with torch.no_grad():
             error = (out.argmax(1) != y_t).float().mean() * 100
-        return outer.detach(), error, inner.detach()
+        return outer, error, inner

@@ -31,7 +31,9 @@ class RidgeRegression(OnlineLearner):
             self.scale.copy_(state["scale"])
         self.scale_opt.load_state_dict(state["scale_opt"])
 
-    def step(self, distilled: Distilled, meta_opt, x_t, y_t, idx):
+    def meta_gradient(self, distilled: Distilled, x_t, y_t, idx):
+        """(meta-gradient, outer loss, outer logits, inner loss, gradients of the
+        feature extractor and the scale, updated global head); nothing is updated."""
         r = self.recipe
         x_in, y_in = distilled.inputs(idx), distilled.targets(idx)
         phi = append_ones(self.model(x_in, head=False))  # Phi of x~', with a graph to theta
@@ -45,19 +47,26 @@ class RidgeRegression(OnlineLearner):
         out = rr_logits(phi_t, weights, self.scale.detach())
         outer = F.cross_entropy(out, y_t)
         (meta_grad,) = torch.autograd.grad(outer, [distilled.param], retain_graph=True)
-        self.weights = weights.detach()
+        weights = weights.detach()
         # Model and calibration: soft CE of the inner minibatch with the labels
         # (and images) fixed, through the updated global head.
-        inner = soft_cross_entropy(rr_logits(phi, self.weights, self.scale), y_in.detach())
-        trainable = [p for k, p in self.model.named_parameters() if not k.startswith("classifier.")]
-        grads = torch.autograd.grad(inner, trainable + [self.scale])
+        inner = soft_cross_entropy(rr_logits(phi, weights, self.scale), y_in.detach())
+        grads = torch.autograd.grad(inner, self._trainable() + [self.scale])
+        return meta_grad, outer.detach(), out.detach(), inner.detach(), grads, weights
+
+    def _trainable(self) -> list[torch.Tensor]:
+        # The linear classifier is unused: the RR head W replaces it.
+        return [p for k, p in self.model.named_parameters() if not k.startswith("classifier.")]
+
+    def step(self, distilled: Distilled, meta_opt, x_t, y_t, idx):
+        meta_grad, outer, out, inner, grads, self.weights = self.meta_gradient(distilled, x_t, y_t, idx)
         self._apply_meta_grad(distilled, meta_opt, meta_grad)
         self.model_opt.zero_grad(set_to_none=True)
         self.scale_opt.zero_grad(set_to_none=True)
-        for p, g in zip(trainable + [self.scale], grads):
+        for p, g in zip(self._trainable() + [self.scale], grads):
             p.grad = g
         self.model_opt.step()
         self.scale_opt.step()
         with torch.no_grad():
             error = (out.argmax(1) != y_t).float().mean() * 100
-        return outer.detach(), error, inner.detach()
+        return outer, error, inner
