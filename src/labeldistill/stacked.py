@@ -28,6 +28,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .models import max_pool2
+
 Params = dict[str, torch.Tensor]
 # forward(params, x, shared, head) -> (M, N, classes) logits or (M, N, features)
 StackedForward = Callable[[Params, torch.Tensor, bool, bool], torch.Tensor]
@@ -46,13 +48,7 @@ def _conv(h: torch.Tensor, p: Params, name: str, first_shared: bool, m: int, **k
     return F.conv2d(h, w.flatten(0, 1), b.flatten(), groups=groups, **kw)
 
 
-def _pool2(h: torch.Tensor) -> torch.Tensor:
-    """2x2 max-pool; without a graph the max of four strided views (same values, faster)."""
-    if torch.is_grad_enabled() and h.requires_grad:
-        return F.max_pool2d(h, 2)
-    h = h[..., : h.shape[-2] // 2 * 2, : h.shape[-1] // 2 * 2]
-    return torch.maximum(torch.maximum(h[..., 0::2, 0::2], h[..., 0::2, 1::2]),
-                         torch.maximum(h[..., 1::2, 0::2], h[..., 1::2, 1::2]))
+_pool2 = max_pool2  # graph-free: max of four strided views
 
 
 def _linear(h: torch.Tensor, p: Params, name: str) -> torch.Tensor:
