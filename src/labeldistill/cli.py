@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("datasets", help="list the dataset registry")
     sub.add_parser("models", help="list the model registry")
+    p = sub.add_parser("bench", help="time the outer step and parallel evaluation; print a table, write JSON")
+    p.add_argument("--out", metavar="FILE", help="write the figures as JSON to FILE")
+    p.add_argument("--data-root", help="folder with mnist.npz (default: synthetic MNIST-shaped data)")
+    p.add_argument("--repeats", type=int, default=3, help="repeats per figure; medians are reported (default: 3)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quick", action="store_true", help="a tiny smoke version of the suite (seconds)")
+
     from .cli_scale import register
 
     COMMANDS.update(register(sub))  # configs, sweep, report, plot
@@ -195,7 +202,25 @@ def cmd_models(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "show-config": cmd_show_config,
+def cmd_bench(args) -> int:
+    import json
+
+    from .bench import format_table, run_bench
+    from .errors import ConfigError
+
+    if args.repeats < 1 or (args.threads is not None and args.threads < 1):
+        raise ConfigError("--repeats and --threads must be at least 1")
+    res = run_bench(args.data_root, repeats=args.repeats, quick=args.quick, threads=args.threads,
+                    progress=lambda msg: print(f"  {msg} ...", file=sys.stderr, flush=True))
+    print(format_table(res))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "bench": cmd_bench, "validate": cmd_validate, "show-config": cmd_show_config,
             "datasets": cmd_datasets, "models": cmd_models}
 
 

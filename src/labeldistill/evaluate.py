@@ -23,6 +23,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from .heads import append_ones, ridge_weights, rr_logits
 from .labels import soft_cross_entropy
 from .models import create_model
+from .stacked import stacked_forward
 
 # Checked on real MNIST (100 base examples, true labels, LeNet, both heads; 100-1000 steps):
 # sgd 0.1 is the largest stable rate (0.3 diverges early with a linear head); momentum 0.03
@@ -107,7 +108,7 @@ def train_and_evaluate(
     eval_y: torch.Tensor,
     eval_steps: Sequence[int] | None = None,
     max_models: int = 32,
-    max_images: int = 4096,
+    max_images: int = 1024,
 ) -> EvalResult:
     """Train one model per seed for max(eval_steps) steps; evaluate at each of `eval_steps`.
 
@@ -127,34 +128,47 @@ def train_and_evaluate(
 
 
 def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_images):
-    device = base_x.device
+    device, dtype = base_x.device, base_x.dtype
     n, num_classes = base_x.shape[0], labels.shape[-1]
     m = len(seeds)
-    models = [init_model(recipe, s, base_x.shape[1], num_classes, base_x.shape[-1]).to(device) for s in seeds]
+    models = [init_model(recipe, s, base_x.shape[1], num_classes, base_x.shape[-1]).to(device, dtype)
+              for s in seeds]
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
     del models
     batch = min(recipe.batch_size, n)
+    # All minibatch indices up front, one generator per model: no host work in the loop.
     idx = torch.stack([minibatch_indices(n, batch, steps[-1], s) for s in _data_seeds(seeds)], 1).to(device)
     shared_labels = labels.dim() == 2
+    stacked = stacked_forward(recipe.arch) if not buffers else None
 
-    def features(p, b, x):
-        return functional_call(base, (p, b), (x,), {"head": False})
+    if stacked is not None:
+        def train_forward(x, head):  # x (m, batch, C, H, W): every model its own minibatch
+            return stacked(params, x, False, head)
 
-    def logits_fn(p, b, x):
-        return functional_call(base, (p, b), (x,))
+        def eval_forward(x, head):  # x (N, C, H, W) shared by all models
+            return stacked(params, x, True, head)
+    else:
+        def _fn(p, b, x, head):
+            return functional_call(base, (p, b), (x,), {"head": head})
+
+        def train_forward(x, head):
+            return vmap(_fn, in_dims=(0, 0, 0, None))(params, buffers, x, head)
+
+        def eval_forward(x, head):
+            return vmap(_fn, in_dims=(0, 0, None, None))(params, buffers, x, head)
 
     rr = recipe.head == "rr"
     trainable = [p for k, p in params.items() if not (rr and k.startswith("classifier."))]
     opt = make_optimizer(recipe.optimizer, trainable, recipe.learning_rate)
     if rr:
         feat_dim = base.feature_dim + 1
-        weights = torch.zeros(m, feat_dim, num_classes, device=device)
-        scale = torch.ones(m, device=device, requires_grad=True)
+        weights = torch.zeros(m, feat_dim, num_classes, device=device, dtype=dtype)
+        scale = torch.ones(m, device=device, dtype=dtype, requires_grad=True)
         scale_opt = torch.optim.Adam([scale], lr=recipe.calibration_lr)
 
-    errors = torch.zeros(len(steps), m)
-    losses = torch.zeros(len(steps), m)
+    errors = torch.zeros(len(steps), m, dtype=torch.float64)
+    losses = torch.zeros(len(steps), m, dtype=torch.float64)
     next_eval = 0
     for step in range(1, steps[-1] + 1):
         bi = idx[step - 1]  # (m, batch): inner minibatch x~', y~' of every model
@@ -162,13 +176,13 @@ def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_image
         yb = labels[bi] if shared_labels else torch.gather(
             labels, 1, bi[..., None].expand(-1, -1, num_classes))
         if rr:
-            phi = append_ones(vmap(features)(params, buffers, xb))
+            phi = append_ones(train_forward(xb, False))
             with torch.no_grad():
                 w_local = ridge_weights(phi, yb, recipe.ridge_lambda)
                 weights = recipe.head_momentum * weights + (1 - recipe.head_momentum) * w_local
             logits = rr_logits(phi, weights, scale)
         else:
-            logits = vmap(logits_fn)(params, buffers, xb)
+            logits = train_forward(xb, True)
         # Each model's loss depends only on its own parameters, so the gradient
         # of the sum is every model's own gradient.
         loss = -(yb * torch.log_softmax(logits, -1)).sum(-1).mean(-1).sum()
@@ -182,26 +196,27 @@ def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_image
         if step == steps[next_eval]:
             with torch.no_grad():
                 head = (weights, scale) if rr else None
-                e, l = _evaluate_stacked(features if rr else logits_fn, params, buffers, head, eval_x, eval_y, max_images)
+                e, l = _evaluate_stacked(eval_forward, m, head, eval_x, eval_y, max_images)
             errors[next_eval], losses[next_eval] = e, l
             next_eval += 1
     return errors, losses
 
 
 @torch.no_grad()
-def _evaluate_stacked(fn, params, buffers, head, x, y, max_images):
-    m = next(iter(params.values())).shape[0]
+def _evaluate_stacked(forward, m, head, x, y, max_images):
+    """Errors (%) and mean CE of all m models on (x, y), `max_images` model-images at a time."""
     chunk = max(1, max_images // m)
-    wrong = torch.zeros(m, device=x.device)
-    loss_sum = torch.zeros(m, device=x.device)
+    wrong = torch.zeros(m, device=x.device, dtype=torch.long)
+    loss_sum = torch.zeros(m, device=x.device, dtype=torch.float64)
     for i in range(0, x.shape[0], chunk):
         xc, yc = x[i:i + chunk], y[i:i + chunk]
-        out = vmap(fn, in_dims=(0, 0, None))(params, buffers, xc)
         if head is not None:
-            out = rr_logits(append_ones(out), head[0], head[1])
+            out = rr_logits(append_ones(forward(xc, False)), head[0], head[1])
+        else:
+            out = forward(xc, True)
         wrong += (out.argmax(-1) != yc).sum(-1)
         loss_sum += F.cross_entropy(out.transpose(1, 2), yc.expand(m, -1), reduction="none").sum(-1)
-    return (100.0 * wrong / x.shape[0]).cpu(), (loss_sum / x.shape[0]).cpu()
+    return (100.0 * wrong.double() / x.shape[0]).cpu(), (loss_sum / x.shape[0]).cpu()
 
 
 # ---------------------------------------------------------------------------
@@ -224,17 +239,17 @@ def train_and_evaluate_sequential(
     device = base_x.device
     n, num_classes = base_x.shape[0], labels.shape[-1]
     batch = min(recipe.batch_size, n)
-    errors = torch.zeros(len(steps), len(seeds))
-    losses = torch.zeros(len(steps), len(seeds))
+    errors = torch.zeros(len(steps), len(seeds), dtype=torch.float64)
+    losses = torch.zeros(len(steps), len(seeds), dtype=torch.float64)
     for j, (seed, data_seed) in enumerate(zip(seeds, _data_seeds(seeds))):
         lab = labels if labels.dim() == 2 else labels[j]
-        model = init_model(recipe, seed, base_x.shape[1], num_classes, base_x.shape[-1]).to(device)
+        model = init_model(recipe, seed, base_x.shape[1], num_classes, base_x.shape[-1]).to(device, base_x.dtype)
         rr = recipe.head == "rr"
         trainable = [p for k, p in model.named_parameters() if not (rr and k.startswith("classifier."))]
         opt = make_optimizer(recipe.optimizer, trainable, recipe.learning_rate)
         if rr:
-            weights = torch.zeros(model.feature_dim + 1, num_classes, device=device)
-            scale = torch.ones((), device=device, requires_grad=True)
+            weights = torch.zeros(model.feature_dim + 1, num_classes, device=device, dtype=base_x.dtype)
+            scale = torch.ones((), device=device, dtype=base_x.dtype, requires_grad=True)
             scale_opt = torch.optim.Adam([scale], lr=recipe.calibration_lr)
         idx = minibatch_indices(n, batch, steps[-1], data_seed).to(device)
         k = 0

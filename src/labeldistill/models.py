@@ -28,6 +28,17 @@ class FeatureClassifier(nn.Module):
         return self.classifier(feats) if head else feats
 
 
+def max_pool2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 max-pool. Without a graph (the RR target forward, evaluation) it is the
+    maximum of four strided views: the same values, several times faster on the
+    CPU than `max_pool2d` (which also computes argmax indices)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.max_pool2d(x, 2)
+    x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
+    return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
+                         torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
+
+
 class LeNet(FeatureClassifier):
     """LeNet-5: conv 6@5x5 - pool - conv 16@5x5 - pool - fc 120 - fc 84 - classifier.
 
@@ -50,8 +61,8 @@ class LeNet(FeatureClassifier):
         self.classifier = nn.Linear(84, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = max_pool2(F.relu(self.conv1(x)))
+        x = max_pool2(F.relu(self.conv2(x)))
         x = x.flatten(1)
         return F.relu(self.fc2(F.relu(self.fc1(x))))
 

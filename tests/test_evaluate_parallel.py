@@ -1,0 +1,94 @@
+"""The parallel (stacked / vmap) evaluation equals the plain sequential loop under the same seeds."""
+import pytest
+import torch
+
+from labeldistill.evaluate import Recipe, train_and_evaluate, train_and_evaluate_sequential
+from labeldistill.models import LeNet
+from labeldistill.stacked import lenet_forward, alexcifarnet_forward, _pool2
+
+# Small colour images keep the float64 runs fast; the stacked forward handles any size.
+SHAPES = {"lenet": (1, 28), "alexcifarnet": (3, 12), "resnet": (3, 8)}
+
+
+def _task(arch, n=20, n_eval=60, per_model=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c, s = SHAPES[arch]
+    base = torch.randn(n, c, s, s, generator=g, dtype=torch.float64)
+    shape = (n, 10) if per_model is None else (per_model, n, 10)
+    labels = torch.softmax(3 * torch.randn(*shape, generator=g, dtype=torch.float64), -1)
+    ex = torch.randn(n_eval, c, s, s, generator=g, dtype=torch.float64)
+    ey = torch.randint(0, 10, (n_eval,), generator=g)
+    return base, labels, ex, ey
+
+
+@pytest.mark.parametrize("arch,head,per_model", [
+    ("lenet", "linear", False), ("lenet", "linear", True), ("lenet", "rr", False), ("lenet", "rr", True),
+    ("alexcifarnet", "linear", False), ("alexcifarnet", "rr", True)])
+def test_parallel_equals_sequential(arch, head, per_model):
+    seeds = [3, 1, 4]
+    base, labels, ex, ey = _task(arch, per_model=len(seeds) if per_model else None)
+    recipe = Recipe(arch=arch, head=head, batch_size=8)
+    ref = train_and_evaluate_sequential(recipe, base, labels, seeds, 6, ex, ey, eval_steps=[2, 6, 4])
+    # max_models=2 < 3 seeds: two chunks; max_images=50 -> evaluation in chunks of 25 and 50 images.
+    got = train_and_evaluate(recipe, base, labels, seeds, 6, ex, ey, eval_steps=[2, 6, 4],
+                             max_models=2, max_images=50)
+    assert got.steps == ref.steps == [2, 4, 6]
+    assert got.errors.shape == (3, 3)
+    torch.testing.assert_close(got.losses, ref.losses, rtol=0, atol=1e-10)
+    torch.testing.assert_close(got.errors, ref.errors, rtol=0, atol=1e-9)
+    # the models really trained and differ from each other
+    assert not torch.allclose(ref.losses[0], ref.losses[-1])
+    assert len(set(ref.losses[-1].tolist())) == 3
+
+
+def test_vmap_fallback_equals_sequential():
+    """ResNet has no stacked forward (batch-statistics BatchNorm): the vmap path must still agree.
+
+    Its BatchNorm normalises with the statistics of each evaluation batch, so the
+    evaluation chunk must hold the whole set in both paths here.
+    """
+    seeds = [5, 6]
+    base, labels, ex, ey = _task("resnet", n_eval=30)
+    recipe = Recipe(arch="resnet", head="rr", batch_size=8)
+    ref = train_and_evaluate_sequential(recipe, base, labels, seeds, 3, ex, ey, eval_steps=[1, 3])
+    got = train_and_evaluate(recipe, base, labels, seeds, 3, ex, ey, eval_steps=[1, 3], max_models=1,
+                             max_images=64)
+    torch.testing.assert_close(got.losses, ref.losses, rtol=0, atol=1e-10)
+    torch.testing.assert_close(got.errors, ref.errors, rtol=0, atol=1e-9)
+
+
+def test_float32_parallel_close_to_sequential():
+    """In the default float32 the two paths differ only by reduction order."""
+    seeds = [0, 1]
+    base, labels, ex, ey = (t.float() if t.is_floating_point() else t for t in _task("lenet"))
+    recipe = Recipe(arch="lenet", batch_size=8)
+    ref = train_and_evaluate_sequential(recipe, base, labels, seeds, 5, ex, ey)
+    got = train_and_evaluate(recipe, base, labels, seeds, 5, ex, ey)
+    torch.testing.assert_close(got.losses, ref.losses, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("grad", [True, False])
+def test_stacked_forward_matches_modules(shared, grad):
+    torch.manual_seed(0)
+    from labeldistill.models import AlexCifarNet
+    from torch.func import stack_module_state
+
+    for cls, fwd, (c, s) in ((LeNet, lenet_forward, (1, 28)), (AlexCifarNet, alexcifarnet_forward, (3, 12))):
+        models = [cls(c, 10, s).double() for _ in range(3)]
+        params, _ = stack_module_state(models)
+        x = torch.randn(4, c, s, s, dtype=torch.float64) if shared else torch.randn(3, 4, c, s, s,
+                                                                                    dtype=torch.float64)
+        with torch.set_grad_enabled(grad):
+            got = fwd(params, x, shared, True)
+            feats = fwd(params, x, shared, False)
+            ref = torch.stack([m(x if shared else x[i]) for i, m in enumerate(models)])
+            ref_f = torch.stack([m(x if shared else x[i], head=False) for i, m in enumerate(models)])
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
+        torch.testing.assert_close(feats, ref_f, rtol=0, atol=1e-12)
+
+
+def test_graph_free_pool_equals_max_pool():
+    x = torch.randn(2, 6, 11, 10)  # odd height: the last row is dropped, as max_pool2d does
+    with torch.no_grad():
+        torch.testing.assert_close(_pool2(x), torch.nn.functional.max_pool2d(x, 2), rtol=0, atol=0)
