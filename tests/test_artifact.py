@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 TINY = {"data.source": "mnist5k", "data.target": "mnist5k", "data.num_base_examples": 20,
         "distill.epochs": 2, "distill.batch_size": 256, "distill.validate_every": 1,
-        "evaluate.num_test_models": 3, "evaluate.kd_teacher_epochs": 1}
+        "evaluate.num_test_models": 2, "evaluate.kd_teacher_epochs": 1}
 
 
 def tiny_config(method: str, **extra) -> config_mod.Config:
@@ -99,20 +99,24 @@ def test_dataset_trains_an_ordinary_module(runs):
     assert x.shape == (10, 1, 28, 28) and y.shape == (10, 10)
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
-    opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    losses = []
-    for _ in range(20):
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+
+    def full_loss():
+        with torch.no_grad():
+            return float(torch.nn.functional.cross_entropy(net(ds.images), ds.labels))
+
+    before = full_loss()
+    for _ in range(10):
         for x, y in loader:
             loss = torch.nn.functional.cross_entropy(net(x), y)  # soft targets
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
-    assert losses[-1] < losses[0]
+    assert full_loss() < before
 
 
 def test_evaluate_with_other_learners(runs):
-    ds = load_distilled(runs["baseline-kd"][1])
+    ds = load_distilled(runs["ld-or2"][1])
     r = evaluate_artifact(ds, optimizer="sgd", num_models=2, num_steps=5)
     assert r["recipe"]["learning_rate"] == 0.1 and r["num_models"] == 2
     r = evaluate_artifact(ds, arch="resnet", optimizer="momentum", lr=0.05, num_models=2, num_steps=3, seed=1)
@@ -127,6 +131,7 @@ def test_evaluate_with_other_learners(runs):
 
 def _write(tmp_path: Path, n: int = 6, pixels: torch.Tensor | None = None) -> Path:
     g = torch.Generator().manual_seed(0)
+    n = n if pixels is None else pixels.shape[0]
     if pixels is None:
         pixels = torch.randint(0, 256, (n, 1, 28, 28), generator=g).float() / 255
     labels = torch.softmax(torch.randn(n, 10, generator=g), 1)
