@@ -93,7 +93,9 @@ def test_kd_run_records_teacher_and_valid_soft_labels(runs):
 
 
 def test_dataset_trains_an_ordinary_module(runs):
-    ds = load_distilled(runs["ld-or2"][1])
+    import labeldistill
+
+    ds = labeldistill.load_distilled(runs["ld-or2"][1])  # the package-level (lazy) export
     loader = torch.utils.data.DataLoader(ds, batch_size=10, shuffle=True)
     x, y = next(iter(loader))
     assert x.shape == (10, 1, 28, 28) and y.shape == (10, 10)
