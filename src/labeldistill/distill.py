@@ -122,13 +122,13 @@ class Experiment:
             from .kd import kd_labels
 
             labels, extra["teacher"] = kd_labels(cfg, data, self.arch)
-            classes = labels.argmax(1)
             self._emit("teacher", **extra["teacher"])
         else:
             if cfg.data.source == cfg.data.target or cfg.data.source == "fake":
                 classes = data.base_original_labels
             else:
                 classes = remap_classes(data.base_original_labels, data.num_classes)
+            extra["remapped_labels"] = classes
             smoothing = cfg.evaluate.label_smoothing if cfg.method == "baseline-ls" else 0.0
             labels = one_hot(classes, data.num_classes, smoothing).to(self.device)
         grid = step_grid(cfg.data.num_base_examples)
@@ -142,7 +142,7 @@ class Experiment:
         self._emit("step_search", num_steps=num_steps, val_error=val_errors[best])
         self.train_seconds = time.perf_counter() - t0
         return {"labels": labels, "num_steps": num_steps, "val_error": val_errors[best],
-                "images": data.base_x, "remapped_labels": classes, **extra}
+                "images": data.base_x, **extra}
 
     # -- meta-learning (SPEC 4) -----------------------------------------------
     def setup_distillation(self) -> None:
