@@ -152,6 +152,6 @@ def test_pixels_stay_in_unit_interval(variant):
     distilled, learner, x_t, y_t, idx = _setup(variant)
     opt = Recorder(distilled.param, lr=1e4)  # a huge step that would leave [0, 1] without the clamp
     learner.step(distilled, opt, x_t, y_t, idx)
-    p = distilled.pixels
+    p = distilled.pixels.detach()
     assert float(p.min()) >= 0.0 and float(p.max()) <= 1.0
     assert bool(((p == 0) | (p == 1)).any())  # the clamp was active
