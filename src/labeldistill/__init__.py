@@ -23,5 +23,14 @@ __all__ = [
     "Config", "DataConfig", "DistillConfig", "EvalConfig", "load_config", "with_overrides",
     "TaskData", "prepare", "dataset_names", "get_info", "load_raw", "Experiment", "run_experiment",
     "ConfigError", "DataError", "LabelDistillError", "RunError", "Recipe", "train_and_evaluate",
-    "create_model", "list_models", "__version__",
+    "create_model", "list_models", "load_distilled", "evaluate_artifact", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # Lazy: the artifact module (safetensors) loads only when used.
+    if name in ("load_distilled", "evaluate_artifact"):
+        from . import artifact
+
+        return getattr(artifact, name)
+    raise AttributeError(f"module 'labeldistill' has no attribute {name!r}")

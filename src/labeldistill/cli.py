@@ -47,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    p = sub.add_parser("evaluate", help="train fresh models on a distilled dataset and test them on the target")
+    p.add_argument("artifact", help="a run directory, its distilled.json or its distilled.safetensors")
+    p.add_argument("--arch", help="architecture (default: the card's recipe)")
+    p.add_argument("--head", choices=["linear", "rr"], help="classifier head (default: the card's recipe)")
+    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], help="default: the card's recipe")
+    p.add_argument("--lr", type=float, help="learning rate (default: the card's, or the optimiser's default)")
+    p.add_argument("--batch-size", type=int, help="minibatch of base examples per step (default: the card's)")
+    p.add_argument("--steps", default="auto", help="training steps, or 'auto' for the card's (default: auto)")
+    p.add_argument("--models", type=int, help="number of models (default: as many as the run tested)")
+    p.add_argument("--seed", type=int, help="fresh model seeds derived from this (default: the run's own seeds)")
+    p.add_argument("--data-root", help="folder with the target dataset (as for run)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--json", help="also write the result to this JSON file")
+
     sub.add_parser("datasets", help="list the dataset registry")
     sub.add_parser("models", help="list the model registry")
     p = sub.add_parser("bench", help="time the outer step and parallel evaluation; print a table, write JSON")
@@ -185,6 +199,35 @@ def cmd_show_config(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .artifact import evaluate_artifact, load_distilled
+    from .distill import resolve_device
+    from .errors import ConfigError
+    from .results import atomic_write_json
+
+    if args.steps == "auto":
+        steps = None
+    else:
+        try:
+            steps = int(args.steps)
+        except ValueError:
+            raise ConfigError(f"--steps must be a whole number or 'auto', got '{args.steps}'") from None
+    device = resolve_device(args.device)
+    ds = load_distilled(args.artifact)
+    r = evaluate_artifact(ds, arch=args.arch, optimizer=args.optimizer, lr=args.lr, head=args.head,
+                          batch_size=args.batch_size, num_steps=steps, num_models=args.models, seed=args.seed,
+                          root=args.data_root, device=device)
+    rc = r["recipe"]
+    card = f" (card: {r['card_accuracy']:.2f})" if r.get("card_accuracy") is not None else ""
+    print(f"{r['method']} {r['source']}->{r['target']} {r['num_examples']} examples | {rc['arch']}/{rc['head']} "
+          f"{rc['optimizer']} lr {rc['learning_rate']:g} batch {rc['batch_size']} {rc['num_steps']} steps: "
+          f"test accuracy {r['test_accuracy_mean']:.2f} +- {r['test_accuracy_std']:.2f} % "
+          f"({r['num_models']} models){card}")
+    if args.json:
+        atomic_write_json(Path(args.json), r)
+    return 0
+
+
 def cmd_datasets(args) -> int:
     from .datasets import DATASETS
 
@@ -220,8 +263,8 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "bench": cmd_bench, "validate": cmd_validate, "show-config": cmd_show_config,
-            "datasets": cmd_datasets, "models": cmd_models}
+COMMANDS = {"run": cmd_run, "bench": cmd_bench, "evaluate": cmd_evaluate, "validate": cmd_validate,
+            "show-config": cmd_show_config, "datasets": cmd_datasets, "models": cmd_models}
 
 
 def resume_command(argv: list[str] | None = None) -> str:

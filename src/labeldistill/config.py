@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
 
-METHODS = ("ld-rr", "ld-or2", "dd-rr", "dd-or2", "baseline", "baseline-ls")
+METHODS = ("ld-rr", "ld-or2", "dd-rr", "dd-or2", "baseline", "baseline-ls", "baseline-kd")
 OPTIMIZERS = ("adam", "sgd", "momentum")
 
 # Inner minibatch sizes of the reference for 10, 20, 50, 100, 200, 500 base examples.
@@ -73,6 +73,12 @@ class EvalConfig:
     test_architectures: tuple[str, ...] = ()
     # Optimiser flexibility: also test with these optimisers.
     test_optimizers: tuple[str, ...] = ()
+    # Knowledge-distillation baseline (baseline-kd): a teacher trained on the target set
+    # labels the base examples with softmax(logits / kd_temperature).
+    kd_temperature: float = 4.0
+    kd_teacher_epochs: int = 2
+    kd_teacher_lr: float = 0.001
+    kd_teacher_batch_size: int = 128
 
 
 @dataclass(frozen=True)
@@ -432,4 +438,9 @@ def validate(cfg: Config) -> Config:
         need(opt in OPTIMIZERS, f"unknown optimizer '{opt}'{did_you_mean(opt, OPTIMIZERS)}; known: {', '.join(OPTIMIZERS)}")
     if e.lr is not None:
         need(e.lr > 0, f"evaluate.lr must be positive, got {e.lr}")
+    need(e.kd_temperature > 0, f"evaluate.kd_temperature must be positive, got {e.kd_temperature}")
+    need(e.kd_teacher_epochs >= 1, f"evaluate.kd_teacher_epochs must be at least 1, got {e.kd_teacher_epochs}")
+    need(e.kd_teacher_lr > 0, f"evaluate.kd_teacher_lr must be positive, got {e.kd_teacher_lr}")
+    need(e.kd_teacher_batch_size >= 1,
+         f"evaluate.kd_teacher_batch_size must be at least 1, got {e.kd_teacher_batch_size}")
     return cfg

@@ -77,6 +77,13 @@ def _stats(info: DatasetInfo, device) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
+def preprocess(images: torch.Tensor, info: DatasetInfo, device=None) -> torch.Tensor:
+    """Raw uint8 images -> the normalised float tensors a model of target `info` sees."""
+    device = device if device is not None else images.device
+    mean, std = _stats(info, device)
+    return (to_pixels(images.to(device), info.channels, info.image_size) - mean) / std
+
+
 def split_train(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Random (target set, validation set) indices of a training split of size n."""
     perm = torch.randperm(n, generator=generator(seed, "split"))
@@ -143,7 +150,7 @@ def prepare(cfg: Config, device: torch.device | str = "cpu", root=None) -> TaskD
     mean, std = _stats(target_info, device)
 
     def prep(images: torch.Tensor) -> torch.Tensor:
-        return (to_pixels(images.to(device), c, s) - mean) / std
+        return preprocess(images, target_info, device)
 
     train_idx, val_idx = split_train(raw.x_train.shape[0], target_info.val_fraction, cfg.seed)
     if d.target_set_size is not None:

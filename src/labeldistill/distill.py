@@ -126,12 +126,22 @@ class Experiment:
     def run_baseline(self) -> dict:
         cfg, data = self.cfg, self.data
         t0 = time.perf_counter()
-        if cfg.data.source == cfg.data.target or cfg.data.source == "fake":
-            classes = data.base_original_labels
+        extra = {}
+        if cfg.method == "baseline-kd":
+            # Knowledge distillation: a teacher trained on the target set labels the base
+            # examples in the target's classes, so cross-dataset needs no class remapping.
+            from .kd import kd_labels
+
+            labels, extra["teacher"] = kd_labels(cfg, data, self.arch)
+            self._emit("teacher", **extra["teacher"])
         else:
-            classes = remap_classes(data.base_original_labels, data.num_classes)
-        smoothing = cfg.evaluate.label_smoothing if cfg.method == "baseline-ls" else 0.0
-        labels = one_hot(classes, data.num_classes, smoothing).to(self.device)
+            if cfg.data.source == cfg.data.target or cfg.data.source == "fake":
+                classes = data.base_original_labels
+            else:
+                classes = remap_classes(data.base_original_labels, data.num_classes)
+            extra["remapped_labels"] = classes
+            smoothing = cfg.evaluate.label_smoothing if cfg.method == "baseline-ls" else 0.0
+            labels = one_hot(classes, data.num_classes, smoothing).to(self.device)
         grid = step_grid(cfg.data.num_base_examples)
         val = train_and_evaluate(self.recipe, data.base_x, labels, self._seeds("val", count=1), grid[-1],
                                  data.val_x, data.val_y, eval_steps=grid)
@@ -143,7 +153,7 @@ class Experiment:
         self._emit("step_search", num_steps=num_steps, val_error=val_errors[best])
         self.train_seconds = time.perf_counter() - t0
         return {"labels": labels, "num_steps": num_steps, "val_error": val_errors[best],
-                "images": data.base_x, "remapped_labels": classes}
+                "images": data.base_x, **extra}
 
     # -- meta-learning (SPEC 4) -----------------------------------------------
     def setup_distillation(self) -> None:
@@ -419,11 +429,18 @@ def run_experiment(cfg: Config, out: str | None = None, device: str | None = Non
         }
         if "remapped_labels" in found:
             result["base_remapped_labels"] = found["remapped_labels"]
+        if "teacher" in found:
+            result["teacher"] = found["teacher"]
         if found.get("pixels") is not None:
             result["synthetic_pixels_shape"] = list(found["pixels"].shape)
         if run_dir is not None:
             if found.get("pixels") is not None:
                 run_dir.save_tensor("synthetic_images.pt", found["pixels"].cpu())
+            from .artifact import CARD_FILE, save_run_artifact
+
+            # The portable distilled dataset, written before the result marks the run finished.
+            save_run_artifact(run_dir.path, cfg, data, exp.recipe, found, result)
+            result["artifact"] = CARD_FILE
             run_dir.write_result(result)
             run_dir.checkpoint_path.unlink(missing_ok=True)
             exp._emit("finished", test_accuracy_mean=result["test_accuracy_mean"],

@@ -1,0 +1,384 @@
+"""Distilled datasets as portable, self-describing files.
+
+A run writes two files into its directory:
+
+- ``distilled.safetensors``: the tensors. ``pixels`` are the base images after
+  the target's channel/size preprocessing, in [0, 1] (uint8 when that is
+  lossless, else float32); ``labels`` (n, C) float32 soft labels; for real
+  base images ``base_indices`` (into the source's training split) and
+  ``base_original_labels``.
+- ``distilled.json``: the card. What the tensors are (format version, kind,
+  method, source and target datasets, class names), how to preprocess them
+  (``(pixels - mean) / std``), the evaluation recipe that produced the
+  reported accuracy (architecture, head, optimiser, learning rate, inner batch
+  size, number of steps, ridge-regression settings, the model seeds), the
+  accuracy itself, and SHA-256 checksums of every tensor and of the tensor file.
+
+`load_distilled(path)` checks all of that and returns a `DistilledDataset`, a
+`torch.utils.data.Dataset` of (normalised image, soft label) pairs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import DataError
+
+FORMAT = "labeldistill-distilled-dataset"
+FORMAT_VERSION = 1
+TENSOR_FILE = "distilled.safetensors"
+CARD_FILE = "distilled.json"
+RECIPE_KEYS = ("arch", "head", "optimizer", "lr", "batch_size", "ridge_lambda", "head_momentum", "calibration_lr")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """Checksum of a tensor's dtype, shape and little-endian bytes."""
+    t = t.detach().cpu().contiguous()
+    header = f"{t.dtype}|{tuple(t.shape)}|".encode()
+    return _sha256(header + t.reshape(-1).view(torch.uint8).numpy().tobytes()) if t.numel() else _sha256(header)
+
+
+def _pixels_for_storage(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 when pixels are exactly k/255 (unresized real images), else float32."""
+    pixels = pixels.detach().float().cpu().contiguous()
+    as_u8 = (pixels * 255.0).round().clamp(0, 255).to(torch.uint8)
+    if torch.equal(as_u8.float().div_(255.0), pixels):
+        return as_u8
+    return pixels
+
+
+def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """Stored pixels -> float32 in [0, 1], exactly as `data.to_pixels` computes them."""
+    return pixels.float().div_(255.0) if pixels.dtype == torch.uint8 else pixels.float()
+
+
+# ---------------------------------------------------------------------------
+# writing
+
+
+def save_artifact(directory: str | Path, pixels: torch.Tensor, labels: torch.Tensor, card: dict,
+                  extra: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `distilled.safetensors` and `distilled.json` into `directory` atomically.
+
+    `card` holds the descriptive fields (see `run_card`); this function adds the
+    format, shapes, dtypes and checksums. Returns the card's path.
+    """
+    from safetensors.torch import save
+
+    from .results import atomic_write_bytes, atomic_write_json
+
+    directory = Path(directory)
+    tensors = {"pixels": _pixels_for_storage(pixels), "labels": labels.detach().float().cpu().contiguous()}
+    for k, v in (extra or {}).items():
+        tensors[k] = v.detach().cpu().contiguous()
+    n = tensors["pixels"].shape[0]
+    if tensors["labels"].shape[0] != n:
+        raise ValueError(f"{n} images but {tensors['labels'].shape[0]} labels")
+    blob = save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    full = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        **card,
+        "num_examples": n, "num_classes": int(tensors["labels"].shape[1]),
+        "tensor_file": TENSOR_FILE, "tensor_file_sha256": _sha256(blob),
+        "tensors": {k: {"dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape),
+                        "sha256": tensor_sha256(v)} for k, v in tensors.items()},
+    }
+    atomic_write_bytes(directory / TENSOR_FILE, blob)
+    atomic_write_json(directory / CARD_FILE, full)
+    return directory / CARD_FILE
+
+
+def run_card(cfg, data, recipe, num_steps: int, kind: str, result: dict) -> dict:
+    """The descriptive part of a run's card (everything but checksums and shapes)."""
+    from . import config as config_mod
+
+    tgt = data.target
+    return {
+        "kind": kind,  # 'labels' (real base images, learned or baseline labels) or 'images' (synthetic)
+        "name": cfg.run_name, "method": cfg.method, "seed": cfg.seed,
+        "source": cfg.data.source, "target": cfg.data.target, "data_origin": data.origin,
+        "class_names": list(tgt.class_names),
+        "image": {
+            "channels": tgt.channels, "size": tgt.image_size,
+            "mean": [float(v) for v in tgt.mean], "std": [float(v) for v in tgt.std],
+            "pixels": "float in [0, 1] (stored as uint8 k/255 when lossless), shape (N, C, H, W), after the "
+                      "target's preprocessing: grayscale<->colour conversion and bilinear resize to HxW",
+            "normalize": "(pixels - mean) / std, per channel",
+        },
+        "recipe": {**{k: getattr(recipe, k) for k in RECIPE_KEYS},
+                   "learning_rate": recipe.learning_rate, "num_steps": int(num_steps),
+                   "loss": "soft cross-entropy, mean over the minibatch of sum_c -y_c log softmax(logits)_c",
+                   "minibatch": "batch_size base examples drawn without replacement at every step"},
+        "accuracy": {"mean": result["test_accuracy_mean"], "std": result["test_accuracy_std"],
+                     "num_models": len(result["test_accuracy"]), "values": result["test_accuracy"],
+                     "split": "test", "seeds": result["seeds"]["test_models"]},
+        "config": config_mod.to_dict(cfg),
+    }
+
+
+def save_run_artifact(directory: str | Path, cfg, data, recipe, found: dict, result: dict) -> Path:
+    """The end-of-run hook of `distill.run_experiment`."""
+    synthetic = found.get("pixels") is not None
+    pixels = found["pixels"] if synthetic else data.base_pixels
+    n = pixels.shape[0]
+    if synthetic:
+        extra = {"base_indices": torch.full((n,), -1, dtype=torch.long),
+                 "base_original_labels": found["labels"].argmax(1).cpu()}
+    else:
+        extra = {"base_indices": data.base_indices.long(), "base_original_labels": data.base_original_labels.long()}
+    card = run_card(cfg, data, recipe, found["num_steps"], "images" if synthetic else "labels", result)
+    return save_artifact(directory, pixels, found["labels"], card, extra)
+
+
+# ---------------------------------------------------------------------------
+# reading
+
+
+class DistilledDataset(torch.utils.data.Dataset):
+    """A distilled dataset: items are (normalised image (C, H, W), soft label (C,)).
+
+    Attributes: `images` (N, C, H, W) normalised, `pixels` in [0, 1], `labels`
+    (N, num_classes), `card` (the JSON metadata), `recipe` (an
+    `evaluate.Recipe`), `num_steps`, `class_names`, `mean`, `std`, `path`.
+    """
+
+    def __init__(self, pixels: torch.Tensor, labels: torch.Tensor, card: dict, tensors: dict, path: Path):
+        self.card, self.path, self.tensors = card, path, tensors
+        img = card["image"]
+        self.mean = torch.tensor(img["mean"], dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(img["std"], dtype=torch.float32).view(-1, 1, 1)
+        self.pixels = pixels_to_float(pixels)
+        self.images = (self.pixels - self.mean) / self.std
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.card["class_names"])
+
+    @property
+    def num_classes(self) -> int:
+        return self.labels.shape[1]
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.card["recipe"]["num_steps"])
+
+    @property
+    def recipe(self):
+        from .evaluate import Recipe
+
+        r = self.card["recipe"]
+        return Recipe(**{k: r[k] for k in RECIPE_KEYS})
+
+    @property
+    def accuracy(self) -> dict:
+        return dict(self.card.get("accuracy", {}))
+
+    def to(self, device) -> "DistilledDataset":
+        self.images, self.pixels, self.labels = (t.to(device) for t in (self.images, self.pixels, self.labels))
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self
+
+    def __repr__(self) -> str:
+        c = self.card
+        return (f"DistilledDataset({len(self)} {c['kind']} examples, {c['method']}, {c['source']}->{c['target']}, "
+                f"{self.num_classes} classes, recipe {c['recipe']['arch']}/{c['recipe']['head']} "
+                f"{c['recipe']['num_steps']} steps)")
+
+
+def _locate(path: str | Path) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.is_dir():
+        card = p / CARD_FILE
+        if not card.is_file():
+            raise DataError(f"{p} holds no {CARD_FILE}; pass a run directory of a finished run or a {CARD_FILE} file")
+    elif p.suffix == ".safetensors":
+        card = p.with_suffix(".json")
+    elif p.suffix == ".json":
+        card = p
+    elif not p.exists():
+        raise DataError(f"no such artifact: {p}; pass a run directory, a {CARD_FILE} or a {TENSOR_FILE}")
+    else:
+        raise DataError(f"{p} is not a distilled dataset; pass a run directory, a {CARD_FILE} or a {TENSOR_FILE}")
+    if not card.is_file():
+        raise DataError(f"missing card {card}: a distilled dataset needs both {CARD_FILE} and {TENSOR_FILE}")
+    return card, p
+
+
+def _read_card(card_path: Path) -> dict:
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"corrupt card {card_path} ({exc}); restore the file or re-run the experiment") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise DataError(f"{card_path} is not a labeldistill distilled-dataset card (no format '{FORMAT}')")
+    version = card.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DataError(f"{card_path} has format version {version!r}; this labeldistill reads version "
+                        f"{FORMAT_VERSION}: upgrade labeldistill or re-export the artifact")
+    for key in ("kind", "method", "source", "target", "class_names", "image", "recipe", "tensors",
+                "tensor_file", "tensor_file_sha256", "num_examples", "num_classes"):
+        if key not in card:
+            raise DataError(f"card {card_path} lacks the field '{key}'; the file is incomplete or hand-edited")
+    missing = [k for k in RECIPE_KEYS + ("num_steps",) if k not in card["recipe"]]
+    if missing:
+        raise DataError(f"card {card_path} lacks recipe field(s) {', '.join(missing)}")
+    return card
+
+
+def load_distilled(path: str | Path, device: str | torch.device = "cpu") -> DistilledDataset:
+    """Load and verify a distilled dataset (a run directory, its card or its tensor file).
+
+    Raises `DataError` (one line) for a missing, truncated, corrupt or
+    mismatched artifact.
+    """
+    card_path, _ = _locate(path)
+    card = _read_card(card_path)
+    tensor_path = card_path.parent / card["tensor_file"]
+    if not tensor_path.is_file():
+        raise DataError(f"missing tensor file {tensor_path} named by {card_path}; copy both files together")
+    blob = tensor_path.read_bytes()
+    if _sha256(blob) != card["tensor_file_sha256"]:
+        raise DataError(f"checksum mismatch: {tensor_path} does not match {card_path.name} (truncated, corrupted "
+                        "or from another run); restore the matching pair of files")
+    from safetensors.torch import load
+
+    try:
+        tensors = load(blob)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is one line
+        raise DataError(f"cannot read {tensor_path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    for name, spec in card["tensors"].items():
+        if name not in tensors:
+            raise DataError(f"{tensor_path} lacks the tensor '{name}' listed in {card_path.name}")
+        t = tensors[name]
+        if list(t.shape) != list(spec["shape"]) or str(t.dtype).replace("torch.", "") != spec["dtype"]:
+            raise DataError(f"tensor '{name}' in {tensor_path} is {str(t.dtype).replace('torch.', '')} "
+                            f"{list(t.shape)} but the card says {spec['dtype']} {spec['shape']}")
+        if tensor_sha256(t) != spec["sha256"]:
+            raise DataError(f"checksum mismatch for tensor '{name}' in {tensor_path}; the artifact is corrupted")
+    for name in ("pixels", "labels"):
+        if name not in tensors or name not in card["tensors"]:
+            raise DataError(f"{tensor_path} lacks the tensor '{name}'")
+    pixels, labels = tensors["pixels"], tensors["labels"]
+    n, c = card["num_examples"], card["num_classes"]
+    img = card["image"]
+    expect = (n, img["channels"], img["size"], img["size"])
+    if tuple(pixels.shape) != expect:
+        raise DataError(f"the card describes {n} images of {img['channels']}x{img['size']}x{img['size']} but "
+                        f"'pixels' has shape {list(pixels.shape)}")
+    if tuple(labels.shape) != (n, c) or len(card["class_names"]) != c:
+        raise DataError(f"the card describes {n} examples of {c} classes ({len(card['class_names'])} class names) "
+                        f"but 'labels' has shape {list(labels.shape)}")
+    if len(img["mean"]) != img["channels"] or len(img["std"]) != img["channels"]:
+        raise DataError(f"card {card_path}: mean/std need one value per channel ({img['channels']})")
+    if not bool(torch.isfinite(labels).all()) or bool((labels < 0).any()):
+        raise DataError(f"the soft labels in {tensor_path} hold negative or non-finite values")
+    if pixels.dtype != torch.uint8 and (not bool(torch.isfinite(pixels).all()) or pixels.min() < 0 or pixels.max() > 1):
+        raise DataError(f"the pixels in {tensor_path} are outside [0, 1]")
+    return DistilledDataset(pixels, labels, card, tensors, card_path).to(device)
+
+
+# ---------------------------------------------------------------------------
+# evaluation with any learner
+
+
+def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimizer: str | None = None,
+                      lr: float | None = None, head: str | None = None, batch_size: int | None = None,
+                      num_steps: int | None = None, num_models: int | None = None, seed: int | None = None,
+                      root: str | None = None, device: str | torch.device = "cpu", download: bool = True) -> dict:
+    """Train fresh models on a distilled dataset, test them on the target's test set.
+
+    Unset arguments come from the card's recipe. Without `seed`, the models use
+    the seeds of the run's own test models (so the card's recipe reproduces
+    its accuracy exactly); with `seed`, fresh seeds derived from it.
+    """
+    from dataclasses import replace
+
+    from .datasets import get_info
+    from .evaluate import DEFAULT_LR, Recipe, summarize, train_and_evaluate
+    from .models import check_arch
+    from .seeding import derive_seed
+
+    card = ds.card
+    recipe = ds.recipe
+    changes: dict[str, Any] = {}
+    if arch is not None:
+        changes["arch"] = check_arch(arch)
+    if head is not None:
+        if head not in ("linear", "rr"):
+            raise DataError(f"unknown head '{head}'; use linear or rr")
+        changes["head"] = head
+    if optimizer is not None:
+        if optimizer not in DEFAULT_LR:
+            raise DataError(f"unknown optimizer '{optimizer}'; use one of {', '.join(DEFAULT_LR)}")
+        if optimizer != recipe.optimizer:
+            changes["lr"] = None  # another optimiser: its own default learning rate unless --lr
+        changes["optimizer"] = optimizer
+    if lr is not None:
+        if not lr > 0 or not math.isfinite(lr):
+            raise DataError(f"the learning rate must be positive, got {lr}")
+        changes["lr"] = lr
+    if batch_size is not None:
+        if batch_size < 1:
+            raise DataError(f"the batch size must be at least 1, got {batch_size}")
+        changes["batch_size"] = batch_size
+    recipe = replace(recipe, **changes)
+    steps = ds.num_steps if num_steps is None else int(num_steps)
+    if steps < 1:
+        raise DataError(f"the number of steps must be at least 1, got {steps}")
+    run_seeds = list(card.get("accuracy", {}).get("seeds") or [])
+    count = num_models if num_models is not None else (len(run_seeds) or 20)
+    if count < 1:
+        raise DataError(f"the number of models must be at least 1, got {count}")
+    if seed is None and len(run_seeds) >= count:
+        seeds = run_seeds[:count]
+    else:
+        base = seed if seed is not None else card.get("seed", 0)
+        seeds = [derive_seed(base, "evaluate", i) for i in range(count)]
+    test_x, test_y = load_test_set(card["target"], root=root, device=device, download=download)
+    info = get_info(card["target"])
+    if list(info.mean) != [float(v) for v in card["image"]["mean"]] or info.num_classes != ds.num_classes:
+        raise DataError(f"the artifact's preprocessing or classes do not match the target dataset '{card['target']}' "
+                        "of this labeldistill version")
+    if tuple(test_x.shape[1:]) != tuple(ds.images.shape[1:]):
+        raise DataError(f"test images of '{card['target']}' are {list(test_x.shape[1:])} but the artifact's are "
+                        f"{list(ds.images.shape[1:])}")
+    images, labels = ds.images.to(device), ds.labels.to(device)
+    res = train_and_evaluate(recipe, images, labels, seeds, steps, test_x, test_y)
+    errors = res.at(steps)[0]
+    acc = [100.0 - e for e in errors]
+    mean, std = summarize(acc)
+    return {"artifact": str(ds.path), "method": card["method"], "kind": card["kind"],
+            "source": card["source"], "target": card["target"], "num_examples": len(ds),
+            "recipe": {**asdict(recipe), "learning_rate": recipe.learning_rate, "num_steps": steps},
+            "seeds": seeds, "test_accuracy": acc, "test_accuracy_mean": mean, "test_accuracy_std": std,
+            "num_models": len(acc), "card_accuracy": card.get("accuracy", {}).get("mean")}
+
+
+def load_test_set(name: str, root: str | None = None, device: str | torch.device = "cpu",
+                  download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target's official test split, preprocessed exactly as `data.prepare` does."""
+    from .data import preprocess
+    from .datasets import get_info, load_raw
+
+    info = get_info(name)
+    raw = load_raw(name, root=root, download=download)
+    if raw.x_test is None:
+        raise DataError(f"dataset '{name}' has no test split to evaluate on")
+    return preprocess(raw.x_test, info, device), raw.y_test.to(device)

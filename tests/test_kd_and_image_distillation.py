@@ -1,0 +1,157 @@
+"""Knowledge-distillation labels and image distillation's meta-gradient (SPEC 7)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from labeldistill import config as config_mod
+from labeldistill.errors import ConfigError
+from labeldistill.evaluate import Recipe
+from labeldistill.heads import append_ones, ridge_weights, rr_logits
+from labeldistill.kd import accuracy, soft_labels, train_teacher
+from labeldistill.labels import soft_cross_entropy
+from labeldistill.meta.common import Distilled
+from labeldistill.meta.or2 import SecondOrder
+from labeldistill.meta.rr import RidgeRegression
+
+
+# ---------------------------------------------------------------------------
+# knowledge distillation
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    return -(p * p.clamp_min(1e-30).log()).sum(-1)
+
+
+def test_kd_labels_are_distributions_and_temperature_flattens():
+    logits = torch.randn(50, 10, generator=torch.Generator().manual_seed(0)) * 5
+    previous = None
+    for t in (0.5, 1.0, 2.0, 4.0, 20.0):
+        p = soft_labels(logits, t)
+        assert (p >= 0).all() and torch.allclose(p.sum(-1), torch.ones(50))
+        assert torch.equal(p.argmax(-1), logits.argmax(-1))  # temperature keeps the ranking
+        if previous is not None:
+            assert (entropy(p) > entropy(previous)).all()
+        previous = p
+    torch.testing.assert_close(soft_labels(logits, 1.0), torch.softmax(logits, -1))
+    assert (entropy(soft_labels(logits, 1e4)) > torch.log(torch.tensor(10.0)) - 1e-3).all()  # ~uniform
+    with pytest.raises(ValueError):
+        soft_labels(logits, 0.0)
+
+
+def test_teacher_learns_a_separable_task():
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(400) % 4
+    x = torch.randn(400, 1, 28, 28, generator=g) * 0.3
+    x[torch.arange(400), 0, y * 7, y * 7] += 3.0  # class = position of a bright pixel
+    teacher = train_teacher("lenet", x, y, 4, epochs=3, batch_size=32, lr=3e-3, seed=0)
+    assert accuracy(teacher, x, y) > 90
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("evaluate.kd_temperature", "0", "kd_temperature must be positive"),
+    ("evaluate.kd_teacher_epochs", "0", "kd_teacher_epochs must be at least 1"),
+    ("method", "baseline-kdd", "did you mean 'baseline-kd'"),
+])
+def test_kd_config_errors(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        config_mod.with_overrides(config_mod.Config(), [f"{key}={value}"])
+
+
+# ---------------------------------------------------------------------------
+# image distillation: the meta-gradient reaches the pixels
+
+
+class Recorder:
+    """A stand-in meta-optimiser that records the meta-gradient and takes a plain step."""
+
+    def __init__(self, param: torch.Tensor, lr: float = 0.5):
+        self.param, self.lr, self.grad = param, lr, None
+
+    def zero_grad(self, set_to_none=True):
+        self.param.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        self.grad = self.param.grad.clone()
+        self.param -= self.lr * self.param.grad
+
+
+def _setup(variant: str):
+    torch.manual_seed(0)
+    n, c = 10, 10
+    g = torch.Generator().manual_seed(3)
+    pixels = torch.rand(n, 1, 28, 28, generator=g, dtype=torch.float64)
+    labels = F.one_hot(torch.arange(n) % c, c).double()
+    mean, std = torch.tensor(0.1307).double().view(1, 1, 1), torch.tensor(0.3081).double().view(1, 1, 1)
+    distilled = Distilled("images", pixels, labels, mean, std)
+    recipe = Recipe(arch="lenet", head="rr" if variant == "rr" else "linear", batch_size=5)
+    cls = RidgeRegression if variant == "rr" else SecondOrder
+    learner = cls(recipe, 1, c, 28, torch.device("cpu"), 1e-3, 0.01)
+    learner.reset(0)
+    learner.model.double()
+    learner.model_opt = torch.optim.Adam(learner.model.parameters(), lr=1e-3)
+    if variant == "rr":
+        learner.weights = torch.randn(85, c, generator=g, dtype=torch.float64) * 0.1  # a non-trivial global head
+        learner.scale = torch.ones((), dtype=torch.float64, requires_grad=True)
+        learner.scale_opt = torch.optim.Adam([learner.scale], lr=0.01)
+    x_t = torch.randn(32, 1, 28, 28, generator=g, dtype=torch.float64)
+    y_t = torch.randint(0, c, (32,), generator=g)
+    idx = torch.tensor([0, 3, 4, 7, 9])
+    return distilled, learner, x_t, y_t, idx
+
+
+def _outer_loss_reference(variant, learner, pixels, x_t, y_t, idx, mean, std):
+    """The outer loss as a plain function of the pixels, written independently of meta/."""
+    model = learner.model
+    x_in = (pixels[idx] - mean) / std
+    y_in = F.one_hot(idx % 10, 10).double()
+    if variant == "rr":
+        phi = append_ones(model(x_in, head=False))
+        w = 0.99 * learner.weights + 0.01 * ridge_weights(phi, y_in, 1.0)
+        return F.cross_entropy(rr_logits(append_ones(model(x_t, head=False)), w, learner.scale.detach()), y_t)
+    params = dict(model.named_parameters())
+    inner = soft_cross_entropy(functional_call(model, params, (x_in,)), y_in)
+    grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
+    fast = {k: p - 0.01 * gr for (k, p), gr in zip(params.items(), grads)}
+    return F.cross_entropy(functional_call(model, fast, (x_t,)), y_t)
+
+
+@pytest.mark.parametrize("variant", ["rr", "or2"])
+def test_pixel_meta_gradient_matches_finite_differences(variant):
+    distilled, learner, x_t, y_t, idx = _setup(variant)
+    start = distilled.pixels.detach().clone()
+    model_before = copy.deepcopy(learner)
+    opt = Recorder(distilled.param)
+    learner.step(distilled, opt, x_t, y_t, idx)
+    grad = opt.grad
+    # The gradient reaches exactly the pixels of the inner minibatch, all of them.
+    others = torch.ones(10, dtype=torch.bool)
+    others[idx] = False
+    assert (grad[others] == 0).all()
+    assert all(bool((grad[i] != 0).any()) for i in idx.tolist())
+    # It equals a central finite difference of the reference outer loss.
+    d = torch.randn(start.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    eps = 1e-5
+
+    def f(p):
+        loss = _outer_loss_reference(variant, model_before, p, x_t, y_t, idx, distilled.mean, distilled.std)
+        return float(loss.detach())
+
+    numeric = (f(start + eps * d) - f(start - eps * d)) / (2 * eps)
+    analytic = float((grad * d).sum())
+    assert analytic == pytest.approx(numeric, rel=1e-4, abs=1e-9)
+
+
+@pytest.mark.parametrize("variant", ["rr", "or2"])
+def test_pixels_stay_in_unit_interval(variant):
+    distilled, learner, x_t, y_t, idx = _setup(variant)
+    opt = Recorder(distilled.param, lr=1e4)  # a huge step that would leave [0, 1] without the clamp
+    learner.step(distilled, opt, x_t, y_t, idx)
+    p = distilled.pixels.detach()
+    assert float(p.min()) >= 0.0 and float(p.max()) <= 1.0
+    assert bool(((p == 0) | (p == 1)).any())  # the clamp was active
