@@ -254,3 +254,28 @@ def test_cli_evaluate_prints_and_writes_json(tmp_path, capsys):
     assert "test accuracy" in line and "(2 models)" in line and "4 steps" in line
     r = json.loads(out.read_text())
     assert len(r["test_accuracy"]) == 2 and r["recipe"]["num_steps"] == 4
+
+
+@pytest.mark.parametrize("method", ["ld-rr", "dd-rr"])
+def test_export_rewrites_the_same_artifact(runs, tmp_path, method):
+    import shutil
+
+    from labeldistill.artifact import export_run
+
+    _, run_dir = runs[method]
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    original = load_distilled(run_dir)
+    (copy / TENSOR_FILE).unlink()
+    (copy / CARD_FILE).unlink()
+    export_run(copy)
+    again = load_distilled(copy)
+    assert torch.equal(again.pixels, original.pixels) and torch.equal(again.labels, original.labels)
+    assert again.card["recipe"] == original.card["recipe"] and again.card["accuracy"] == original.card["accuracy"]
+
+
+def test_export_refuses_unfinished_run(tmp_path):
+    from labeldistill.artifact import export_run
+
+    with pytest.raises(DataError, match="no finished run"):
+        export_run(tmp_path)

@@ -140,6 +140,38 @@ def save_run_artifact(directory: str | Path, cfg, data, recipe, found: dict, res
     return save_artifact(directory, pixels, found["labels"], card, extra)
 
 
+def export_run(run_dir: str | Path, root: str | None = None, device: str | torch.device = "cpu") -> Path:
+    """(Re)write the artifact of a finished run from its config.json and result.json.
+
+    The base images are selected again from the config's seed, exactly as the
+    run selected them; a mismatch with the recorded indices is an error.
+    """
+    from . import config as config_mod
+    from .data import prepare
+    from .distill import eval_recipe
+    from .models import default_arch
+    from .results import RunDir
+
+    rd = RunDir(run_dir)
+    if not rd.is_finished():
+        raise DataError(f"{rd.path} holds no finished run (no result.json); finish or resume it first")
+    result = rd.read_result()
+    cfg = config_mod.from_dict(rd.read_config())
+    data = prepare(cfg, device, root=root)
+    if data.base_indices.tolist() != list(result["base_indices"]):
+        raise DataError(f"the base examples selected from the data under {root or 'the default data root'} differ "
+                        f"from those recorded in {rd.result_path}; point --data-root at the run's data")
+    found = {"labels": torch.tensor(result["labels"], dtype=torch.float32), "num_steps": result["num_steps"],
+             "pixels": None}
+    if cfg.method.startswith("dd-"):
+        found["pixels"] = torch.load(rd.path / "synthetic_images.pt", map_location="cpu")
+    recipe = eval_recipe(cfg, cfg.arch or default_arch(data.channels))
+    path = save_run_artifact(rd.path, cfg, data, recipe, found, result)
+    if result.get("artifact") != CARD_FILE:
+        rd.write_result({**result, "artifact": CARD_FILE})
+    return path
+
+
 # ---------------------------------------------------------------------------
 # reading
 

@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    p = sub.add_parser("export", help="(re)write the distilled-dataset artifact of a finished run")
+    p.add_argument("run_dir")
+    p.add_argument("--data-root", help="the data the run used (default: $LABELDISTILL_DATA_ROOT or the cache)")
+
     p = sub.add_parser("evaluate", help="train fresh models on a distilled dataset and test them on the target")
     p.add_argument("artifact", help="a run directory, its distilled.json or its distilled.safetensors")
     p.add_argument("--arch", help="architecture (default: the card's recipe)")
@@ -228,6 +232,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .artifact import export_run
+
+    print(f"wrote {export_run(args.run_dir, root=args.data_root)}")
+    return 0
+
+
 def cmd_datasets(args) -> int:
     from .datasets import DATASETS
 
@@ -263,7 +274,7 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "bench": cmd_bench, "evaluate": cmd_evaluate, "validate": cmd_validate,
+COMMANDS = {"run": cmd_run, "bench": cmd_bench, "evaluate": cmd_evaluate, "export": cmd_export, "validate": cmd_validate,
             "show-config": cmd_show_config, "datasets": cmd_datasets, "models": cmd_models}
 
 
