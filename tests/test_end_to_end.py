@@ -77,3 +77,26 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "labeldistill: error: unknown config key 'distill.epoch' (did you mean 'distill.epochs'?)"]
     assert not any(tmp_path.iterdir())
+
+
+def test_quickstart_honours_a_method_override(tmp_path, capsys):
+    from labeldistill.cli import main
+
+    rc = main(["run", "--out", str(tmp_path), "--quiet", "--set", "method=ld-or2", "--set", "distill.epochs=1",
+               "--set", "data.target_set_size=600", "--set", "evaluate.num_test_models=2"])
+    assert rc == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quickstart_baseline", "quickstart_ld-or2"]
+    assert "ld-or2 vs baseline" in capsys.readouterr().out
+
+
+def test_quickstart_label_distillation_beats_true_labels(tmp_path):
+    """The README's main job: on the embedded offline digits, learned labels beat true labels."""
+    from labeldistill.cli import main
+
+    assert main(["run", "--out", str(tmp_path), "--quiet"]) == 0
+    ld = json.loads((tmp_path / "quickstart_ld-rr" / "result.json").read_text())
+    base = json.loads((tmp_path / "quickstart_baseline" / "result.json").read_text())
+    assert len(ld["test_accuracy"]) == len(base["test_accuracy"]) == 20
+    assert ld["base_indices"] == base["base_indices"]  # the same base examples
+    assert ld["test_accuracy_mean"] > base["test_accuracy_mean"] + 2
+    assert (tmp_path / "quickstart_ld-rr" / "distilled.json").is_file()
