@@ -201,7 +201,7 @@ def real_mnist(shared_data):
 
 def test_real_mnist(real_mnist, shared_data):
     raw = real_mnist
-    assert raw.name == "mnist" and raw.origin == str(shared_data / "mnist.npz")
+    assert raw.name == "mnist" and Path(raw.origin).resolve() == (shared_data / "mnist.npz").resolve()
     assert raw.x_train.shape == (60000, 28, 28) and raw.x_test.shape == (10000, 28, 28)
     assert raw.x_train.dtype == torch.uint8 and raw.y_train.dtype == torch.int64
     assert int((raw.y_train == 1).sum()) == 6742
@@ -218,7 +218,7 @@ def test_real_mnist_is_cached(real_mnist, shared_data):
 
 def test_real_emnist_letters(shared_data):
     raw = ds.load_raw("emnist", shared_data, download=False)
-    assert raw.origin == str(shared_data / "emnist_letters.npz")
+    assert Path(raw.origin).resolve() == (shared_data / "emnist_letters.npz").resolve()
     assert raw.x_train.shape == (124800, 28, 28) and raw.x_test.shape == (20800, 28, 28)
     assert int(raw.y_train.min()) == 0 and int(raw.y_train.max()) == 25
     assert torch.equal(torch.bincount(raw.y_train), torch.full((26,), 4800))
@@ -227,7 +227,7 @@ def test_real_emnist_letters(shared_data):
 
 def test_real_cifar10_subset_fallback(shared_data):
     raw = ds.load_raw("cifar10", shared_data, download=False)
-    assert raw.origin == str(shared_data / "cifar10_subset.npz")
+    assert Path(raw.origin).resolve() == (shared_data / "cifar10_subset.npz").resolve()
     assert raw.x_train.shape == (10000, 32, 32, 3) and raw.x_train.dtype == torch.uint8
     assert raw.x_test.shape == (5000, 32, 32, 3)
     assert torch.equal(torch.bincount(raw.y_train), torch.full((10,), 1000))
