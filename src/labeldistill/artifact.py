@@ -343,7 +343,7 @@ def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimize
     from dataclasses import replace
 
     from .datasets import get_info
-    from .evaluate import DEFAULT_LR, Recipe, summarize, train_and_evaluate
+    from .evaluate import DEFAULT_LR, Recipe, accuracy_summary, train_and_evaluate
     from .models import check_arch
     from .seeding import derive_seed
 
@@ -393,14 +393,12 @@ def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimize
                         f"{list(ds.images.shape[1:])}")
     images, labels = ds.images.to(device), ds.labels.to(device)
     res = train_and_evaluate(recipe, images, labels, seeds, steps, test_x, test_y)
-    errors = res.at(steps)[0]
-    acc = [100.0 - e for e in errors]
-    mean, std = summarize(acc)
+    summary = accuracy_summary(res.at(steps)[0])
     return {"artifact": str(ds.path), "method": card["method"], "kind": card["kind"],
             "source": card["source"], "target": card["target"], "num_examples": len(ds),
             "recipe": {**asdict(recipe), "learning_rate": recipe.learning_rate, "num_steps": steps},
-            "seeds": seeds, "test_accuracy": acc, "test_accuracy_mean": mean, "test_accuracy_std": std,
-            "num_models": len(acc), "card_accuracy": card.get("accuracy", {}).get("mean")}
+            "seeds": seeds, **summary, "num_models": len(summary["test_accuracy"]),
+            "card_accuracy": card.get("accuracy", {}).get("mean")}
 
 
 def load_test_set(name: str, root: str | None = None, device: str | torch.device = "cpu",

@@ -18,7 +18,7 @@ from . import config as config_mod
 from .config import Config
 from .data import TaskData, prepare, remap_classes
 from .errors import Interrupted, RunError
-from .evaluate import Recipe, step_grid, summarize, train_and_evaluate
+from .evaluate import Recipe, accuracy_summary, step_grid, train_and_evaluate
 from .labels import one_hot, uniform_labels
 from .meta.common import Distilled
 from .meta.or2 import SecondOrder
@@ -94,17 +94,17 @@ class Experiment:
         res = train_and_evaluate(self.recipe, images, labels, seeds, num_steps, data.test_x, data.test_y,
                                  eval_steps=eval_steps)
         errors, losses = res.at(num_steps)
-        out.update(_accuracy_summary(errors))
+        out.update(accuracy_summary(errors))
         out["test_loss"] = losses
         if cfg.evaluate.num_steps_analysis:
             out["num_steps_analysis"] = {
-                str(s - num_steps): {"num_steps": s, **_accuracy_summary(res.at(s)[0])}
+                str(s - num_steps): {"num_steps": s, **accuracy_summary(res.at(s)[0])}
                 for s in res.steps}
         analyses = {}
         for arch in cfg.evaluate.test_architectures:
             r = train_and_evaluate(replace(self.recipe, arch=arch), images, labels, seeds, num_steps,
                                    data.test_x, data.test_y)
-            analyses[arch] = _accuracy_summary(r.at(num_steps)[0])
+            analyses[arch] = accuracy_summary(r.at(num_steps)[0])
         if analyses:
             out["architecture_transfer"] = analyses
         opts = {}
@@ -114,10 +114,10 @@ class Experiment:
             # number-of-steps analysis is on (off-the-shelf optimiser *and* step count).
             r = train_and_evaluate(recipe, images, labels, seeds, num_steps, data.test_x, data.test_y,
                                    eval_steps=eval_steps)
-            opts[opt] = {"lr": recipe.learning_rate, **_accuracy_summary(r.at(num_steps)[0])}
+            opts[opt] = {"lr": recipe.learning_rate, **accuracy_summary(r.at(num_steps)[0])}
             if cfg.evaluate.num_steps_analysis:
                 opts[opt]["num_steps_analysis"] = {
-                    str(s - num_steps): {"num_steps": s, **_accuracy_summary(r.at(s)[0])} for s in r.steps}
+                    str(s - num_steps): {"num_steps": s, **accuracy_summary(r.at(s)[0])} for s in r.steps}
         if opts:
             out["optimizer_transfer"] = opts
         return out
@@ -368,13 +368,6 @@ def _all_finite(obj) -> bool:
     if isinstance(obj, float):
         return math.isfinite(obj)
     return True
-
-
-def _accuracy_summary(errors: list[float]) -> dict:
-    acc = [100.0 - e for e in errors]
-    mean, std = summarize(acc)
-    return {"test_accuracy": acc, "test_accuracy_mean": mean, "test_accuracy_std": std,
-            "test_error": list(errors), "test_error_mean": 100.0 - mean}
 
 
 def run_experiment(cfg: Config, out: str | None = None, device: str | None = None, root: str | None = None,

@@ -299,3 +299,11 @@ def summarize(values: Sequence[float]) -> tuple[float, float]:
         return math.nan, math.nan
     t = torch.tensor(list(values), dtype=torch.float64)
     return float(t.mean()), float(t.std(unbiased=False)) if len(values) > 1 else 0.0
+
+
+def accuracy_summary(errors: Sequence[float]) -> dict:
+    """Test errors (%) of several models -> their accuracies, mean and std, as results report them."""
+    acc = [100.0 - e for e in errors]
+    mean, std = summarize(acc)
+    return {"test_accuracy": acc, "test_accuracy_mean": mean, "test_accuracy_std": std,
+            "test_error": list(errors), "test_error_mean": 100.0 - mean}
