@@ -8,7 +8,7 @@ from torch.func import functional_call
 
 from labeldistill.evaluate import Recipe
 from labeldistill.heads import append_ones, ridge_weights, rr_logits
-from labeldistill.labels import soft_cross_entropy, uniform_labels
+from labeldistill.labels import soft_cross_entropy
 from labeldistill.meta.common import Distilled
 from labeldistill.meta.or2 import SecondOrder
 from labeldistill.meta.rr import RidgeRegression

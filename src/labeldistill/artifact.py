@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -343,7 +343,7 @@ def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimize
     from dataclasses import replace
 
     from .datasets import get_info
-    from .evaluate import DEFAULT_LR, Recipe, accuracy_summary, train_and_evaluate
+    from .evaluate import DEFAULT_LR, accuracy_summary, train_and_evaluate
     from .models import check_arch
     from .seeding import derive_seed
 

@@ -5,7 +5,6 @@ calls `register(sub)` and merges the returned commands.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path

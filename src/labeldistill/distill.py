@@ -311,7 +311,6 @@ class Experiment:
                 "num_steps": self.tracker.num_steps, "num_resets": self.num_resets}
 
     def distill(self, checkpoint: dict | None = None) -> dict:
-        cfg = self.cfg
         self.setup_distillation()
         self._saved_epoch = None
         if checkpoint is not None:
