@@ -1,10 +1,16 @@
 """`labeldistill bench --quick`: a smoke run of the benchmark suite (timings are not asserted)."""
 import json
 
+import torch
+
+from labeldistill.bench import Suite, eval_flops
 from labeldistill.cli import main
+from labeldistill.evaluate import Recipe
 
 KEYS = ["outer_step_ms_rr", "outer_step_ms_or2", "outer_step_ms_rr_alexcifarnet", "outer_step_ms_or2_alexcifarnet",
-        "eval20_sequential_s", "eval20_parallel_s", "eval20_speedup", "peak_memory_mb"]
+        "eval20_sequential_s", "eval20_parallel_s", "eval20_speedup", "peak_memory_mb",
+        "eval20_gflop", "eval20_sequential_gflops", "eval20_parallel_gflops", "matmul_peak_gflops",
+        "eval20_speedup_ceiling"]
 
 
 def test_bench_quick_writes_json(tmp_path, capsys):
@@ -17,6 +23,27 @@ def test_bench_quick_writes_json(tmp_path, capsys):
     assert res["eval20_max_error_difference_pct"] <= 50.0 / res["eval_images"] * 2
     table = capsys.readouterr().out
     assert "| parallel speedup |" in table and "LD-rr outer step" in table
+    assert "| speedup ceiling: peak rate / sequential rate |" in table
+    rate = res["eval20_gflop"] / res["eval20_sequential_s"]
+    assert abs(res["eval20_sequential_gflops"] - rate) < 1e-9 * rate
+    assert abs(res["eval20_speedup_ceiling"] - res["matmul_peak_gflops"] / rate) < 1e-6 * res["eval20_speedup_ceiling"]
+
+
+# LeNet on 28x28 (padding 2) by hand, multiply-accumulates per image:
+# conv1 28*28*6*25, conv2 10*10*16*150, fc1 400*120, fc2 120*84, classifier 84*10.
+CONV1, CONV2, FC = 28 * 28 * 6 * 25, 10 * 10 * 16 * 150, 400 * 120 + 120 * 84 + 84 * 10
+FORWARD_MACS = CONV1 + CONV2 + FC
+# backward: weight gradients of every layer, input gradients of all but conv1 (the images need none)
+TRAIN_MACS = FORWARD_MACS + CONV1 + 2 * CONV2 + 2 * FC
+
+
+def test_eval_flops_matches_a_hand_count_of_lenet():
+    x = torch.randn(100, 1, 28, 28)
+    labels = torch.softmax(torch.randn(100, 10), -1)
+    recipe = Recipe(arch="lenet", head="linear", batch_size=50)
+    suite = Suite(inner_batch=50, eval_models=20, eval_steps=300, eval_images=10_000)
+    expected = 20 * (300 * 50 * 2 * TRAIN_MACS + 10_000 * 2 * FORWARD_MACS)
+    assert eval_flops(recipe, x, labels, suite) == expected
 
 
 def test_bench_bad_repeats(capsys):

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import DataError
-from .evaluate import Recipe, train_and_evaluate, train_and_evaluate_sequential
+from .evaluate import Recipe, init_model, train_and_evaluate, train_and_evaluate_sequential
 from .labels import uniform_labels
 from .meta.common import Distilled
 from .meta.or2 import SecondOrder
@@ -101,16 +103,55 @@ def outer_step_ms(variant: str, arch: str, x: torch.Tensor, y: torch.Tensor, sui
     return _median_ms(per_step)
 
 
+def eval_flops(recipe: Recipe, base_x: torch.Tensor, labels: torch.Tensor, suite: Suite) -> float:
+    """Convolution and matmul FLOPs of the eval20 workload, counted by torch's FlopCounterMode.
+
+    One model's training step (forward and backward on an inner batch) and its
+    forward on one test image are counted, then scaled to `eval_models` models x
+    `eval_steps` steps + `eval_images` test images. Element-wise work (ReLU,
+    pooling, Adam) is not counted, so this is a lower bound on the arithmetic.
+    """
+    model = init_model(recipe, 0, base_x.shape[1], labels.shape[-1], base_x.shape[-1])
+    xb, yb = base_x[: suite.inner_batch], labels[: suite.inner_batch]
+    with FlopCounterMode(display=False) as train_count:
+        loss = -(yb * F.log_softmax(model(xb), -1)).sum(-1).mean()
+        loss.backward()
+    with FlopCounterMode(display=False) as test_count, torch.no_grad():
+        model(base_x[:1])
+    per_model = suite.eval_steps * train_count.get_total_flops() + suite.eval_images * test_count.get_total_flops()
+    return float(suite.eval_models * per_model)
+
+
+def matmul_peak_gflops(repeats: int, n: int = 1024) -> float:
+    """Median rate of an n x n float32 matrix product: what this CPU's BLAS reaches on large matmuls."""
+    gen = torch.Generator().manual_seed(2)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    a @ b  # warm-up
+    times = []
+    for _ in range(max(3, repeats)):
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        times.append((time.perf_counter() - t0) / 4)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
 def eval20(x: torch.Tensor, y: torch.Tensor, suite: Suite, repeats: int,
            progress: Progress) -> dict:
-    """Sequential vs parallel training + testing of `eval_models` LeNets, interleaved."""
+    """Sequential vs parallel training + testing of `eval_models` LeNets, interleaved.
+
+    Also reports the arithmetic rate of both paths and the matmul peak measured
+    between them, whose ratio bounds what any parallel formulation can gain here:
+    `eval20_speedup_ceiling` is the speedup a path running every convolution and
+    matmul at the large-matmul peak would have over the sequential loop.
+    """
     gen = torch.Generator().manual_seed(1)
     base_x = x[: suite.num_base]
     labels = torch.softmax(torch.randn(suite.num_base, 10, generator=gen), -1)
     test_x, test_y = x[-suite.eval_images:], y[-suite.eval_images:]
     recipe = Recipe(arch="lenet", head="linear", batch_size=suite.inner_batch)
     seeds = list(range(suite.eval_models))
-    seq, par, diff = [], [], 0.0
+    seq, par, peak, diff = [], [], [], 0.0
     for r in range(repeats):
         progress(f"eval{suite.eval_models} parallel, repeat {r + 1}/{repeats}")
         t0 = time.perf_counter()
@@ -121,9 +162,13 @@ def eval20(x: torch.Tensor, y: torch.Tensor, suite: Suite, repeats: int,
         a = train_and_evaluate_sequential(recipe, base_x, labels, seeds, suite.eval_steps, test_x, test_y)
         seq.append(time.perf_counter() - t0)
         diff = max(diff, float((a.errors - b.errors).abs().max()))
-    s, p = statistics.median(seq), statistics.median(par)
+        peak.append(matmul_peak_gflops(repeats))
+    s, p, pk = statistics.median(seq), statistics.median(par), statistics.median(peak)
+    gflop = eval_flops(recipe, base_x, labels, suite) / 1e9
     return {"eval20_sequential_s": s, "eval20_parallel_s": p, "eval20_speedup": s / p,
             "eval20_max_error_difference_pct": diff,
+            "eval20_gflop": gflop, "eval20_sequential_gflops": gflop / s, "eval20_parallel_gflops": gflop / p,
+            "matmul_peak_gflops": pk, "eval20_speedup_ceiling": pk * s / gflop,
             "eval20_sequential_runs_s": seq, "eval20_parallel_runs_s": par}
 
 
@@ -169,6 +214,11 @@ ROWS = [
     ("eval20_sequential_s", "{m} LeNets x {s} steps + test, sequential loop", "s"),
     ("eval20_parallel_s", "{m} LeNets x {s} steps + test, parallel (stacked)", "s"),
     ("eval20_speedup", "parallel speedup", "x"),
+    ("eval20_gflop", "eval arithmetic (convolutions and matmuls)", "GFLOP"),
+    ("eval20_sequential_gflops", "eval arithmetic rate, sequential", "GFLOP/s"),
+    ("eval20_parallel_gflops", "eval arithmetic rate, parallel", "GFLOP/s"),
+    ("matmul_peak_gflops", "large-matmul peak (1024x1024 float32)", "GFLOP/s"),
+    ("eval20_speedup_ceiling", "speedup ceiling: peak rate / sequential rate", "x"),
     ("peak_memory_mb", "peak memory", "MiB"),
 ]
 
