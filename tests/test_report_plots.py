@@ -57,6 +57,35 @@ def test_tables_mean_std_over_models_and_over_seeds(tmp_path):
     assert all(p.is_file() for p in paths)
 
 
+def test_a_repeated_run_shows_its_newest_and_lists_the_others(tmp_path):
+    import os
+    write_runs(tmp_path / "old", [fake_result("ld-rr", 100, 0, [80.0, 82.0])])
+    write_runs(tmp_path / "new", [fake_result("ld-rr", 100, 0, [90.0, 90.0])])
+    os.utime(tmp_path / "old" / "ld-rr_100_0" / "result.json", (1_000_000, 1_000_000))
+    for order in ([tmp_path / "new", tmp_path / "old"], [tmp_path / "old", tmp_path / "new"]):
+        rep = build_report(find_runs(order))
+        main_table = next(t for t in rep.tables if t.title == "mnist -> mnist (lenet)")
+        assert main_table.rows == [["100", "90.00 ± 0.00"]]  # the newest, not the first found
+        assert not any(t.title == "Seeds" for t in rep.tables)  # a repeat is not a second seed
+        rep_table = next(t for t in rep.tables if t.title == "Repeated runs")
+        assert rep_table.rows == [["mnist -> mnist", "100", "LD RR", "0",
+                                   f"90.00 ± 0.00 ({tmp_path / 'new' / 'ld-rr_100_0'})",
+                                   f"81.00 ± 1.00 ({tmp_path / 'old' / 'ld-rr_100_0'})"]]
+        assert len(rep.records) == 2  # runs.csv keeps both
+
+
+def test_optimiser_rates_that_differ_between_runs_are_shown_per_cell(tmp_path):
+    def transfer(lr):
+        return {"optimizer_transfer": {"sgd": {"lr": 0.1, "test_accuracy_mean": 50.0, "test_accuracy_std": 1.0},
+                                       "momentum": {"lr": lr, "test_accuracy_mean": 60.0, "test_accuracy_std": 2.0}}}
+    write_runs(tmp_path, [fake_result("ld-rr", 10, 0, [70.0], **transfer(0.01)),
+                          fake_result("baseline", 10, 0, [40.0], **transfer(0.03))])
+    table = next(t for t in build_report(find_runs([tmp_path])).tables if t.title == "Optimiser flexibility")
+    assert table.header[-2:] == ["SGD (lr 0.1)", "SGD+momentum"]
+    assert [r[-2:] for r in table.rows] == [["50.00 ± 1.00", "60.00 ± 2.00 (lr 0.01)"],
+                                            ["50.00 ± 1.00", "60.00 ± 2.00 (lr 0.03)"]]
+
+
 def test_report_without_runs_is_a_one_line_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no finished runs (result.json)" in capsys.readouterr().err

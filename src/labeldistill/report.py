@@ -36,6 +36,7 @@ OPTIMIZER_TITLES = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam"}
 class Run:
     path: Path
     result: dict
+    finished: float = 0.0  # mtime of result.json: among repeats of one setting and seed, the newest is shown
 
     def __getitem__(self, key):
         return self.result[key]
@@ -65,7 +66,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
             key = f.resolve()
             if key not in seen:
                 seen.add(key)
-                runs.append(Run(f.parent, read_json(f)))
+                runs.append(Run(f.parent, read_json(f), f.stat().st_mtime))
     if not runs:
         raise RunError(f"no finished runs (result.json) under {', '.join(map(str, paths))}; "
                        "run `labeldistill run` or `labeldistill sweep` first")
@@ -154,11 +155,16 @@ def _methods(runs: Iterable[Run]) -> list[str]:
     return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
 
 
+def _cell_key(r: Run) -> tuple:
+    """What one cell of the main tables shows (with the seed: one run, or its repeats)."""
+    return (r.pair, r["arch"], r["num_base_examples"], r.method, r.target_set_size)
+
+
 def _cell(runs: list[Run]) -> str:
     """One run: its models' mean +- std; several seeds: mean +- std of the seeds' means."""
     by_seed = {}
     for r in runs:
-        by_seed.setdefault(r["seed"], r)  # identical settings with one seed are the same run
+        by_seed.setdefault(r["seed"], r)  # runs come newest first: a repeated run shows its newest
     if len(by_seed) == 1:
         r = next(iter(by_seed.values()))
         return fmt(r["test_accuracy_mean"], r["test_accuracy_std"])
@@ -187,7 +193,7 @@ def _main_tables(runs: list[Run]) -> list[Table]:
 def _seed_tables(runs: list[Run]) -> list[Table]:
     groups = defaultdict(dict)
     for r in runs:
-        groups[(r.pair, r["arch"], r["num_base_examples"], r.method, r.target_set_size)].setdefault(r["seed"], r)
+        groups[_cell_key(r)].setdefault(r["seed"], r)
     multi = {k: v for k, v in groups.items() if len(v) > 1}
     if not multi:
         return []
@@ -201,6 +207,25 @@ def _seed_tables(runs: list[Run]) -> list[Table]:
     return [Table("Seeds", ["pair", "base examples", "method"] + [f"seed {s}" for s in seeds]
                   + ["mean ± std over seeds"], rows,
                   note="Each seed's value is the mean over its test models.")]
+
+
+def _repeat_tables(runs: list[Run]) -> list[Table]:
+    """Runs of one setting and seed found more than once (e.g. a run repeated in another folder)."""
+    groups = defaultdict(list)
+    for r in runs:
+        groups[(*_cell_key(r), r["seed"])].append(r)
+    rows = []
+    for (pair, arch, n, method, _tss, seed), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        if len(rs) > 1:
+            shown, *others = rs
+            rows.append([pair, str(n), METHOD_TITLES.get(method, method), str(seed),
+                         f"{fmt(shown['test_accuracy_mean'], shown['test_accuracy_std'])} ({shown.path})",
+                         "; ".join(f"{fmt(r['test_accuracy_mean'], r['test_accuracy_std'])} ({r.path})"
+                                   for r in others)])
+    if not rows:
+        return []
+    return [Table("Repeated runs", ["pair", "base examples", "method", "seed", "shown (newest)", "also found"],
+                  rows, note="The same setting and seed finished more than once; the tables show the newest.")]
 
 
 def _target_set_tables(runs: list[Run]) -> list[Table]:
@@ -272,10 +297,14 @@ def _optimizer_tables(runs: list[Run]) -> list[Table]:
         rows.append([r.pair, str(r["num_base_examples"]), METHOD_TITLES.get(r.method, r.method), str(r["seed"]),
                      fmt(r["test_accuracy_mean"], r["test_accuracy_std"])]
                     + [fmt_summary(t.get(o)) for o in opts])
-    lrs = {o: next((r["optimizer_transfer"][o]["lr"] for r in rs if o in r["optimizer_transfer"]), None)
-           for o in opts}
+    lrs = {o: {r["optimizer_transfer"][o]["lr"] for r in rs if o in r["optimizer_transfer"]} for o in opts}
+    for row, r in zip(rows, sorted(rs, key=key)):  # runs that disagree on a rate carry it in their cells
+        for j, o in enumerate(opts):
+            if len(lrs[o]) > 1 and row[5 + j]:
+                row[5 + j] += f" (lr {r['optimizer_transfer'][o]['lr']:g})"
     header = ["pair", "base examples", "method", "seed", "as learned"] + [
-        f"{OPTIMIZER_TITLES.get(o, o)} (lr {lrs[o]:g})" for o in opts]
+        OPTIMIZER_TITLES.get(o, o) + (f" (lr {next(iter(lrs[o])):g})" if len(lrs[o]) == 1 else "")
+        for o in opts]
     tables = [Table("Optimiser flexibility", header, rows,
                     note="Test models trained with off-the-shelf optimisers; true-label baseline rows use the "
                          "same learners.")]
@@ -324,7 +353,7 @@ def _records(runs: list[Run]) -> list[dict]:
 
 
 def build_report(runs: Sequence[Run]) -> Report:
-    runs = list(runs)
+    runs = sorted(runs, key=lambda r: -r.finished)  # newest first: repeats show their newest run
     rep = Report(num_runs=len(runs))
     rep.sections = [
         ("Test accuracy by dataset pair", _main_tables(runs)),
@@ -333,6 +362,7 @@ def build_report(runs: Sequence[Run]) -> Report:
         ("Number-of-steps analysis", _steps_tables(runs)),
         ("Architecture transfer", _arch_tables(runs)),
         ("Optimiser flexibility", _optimizer_tables(runs)),
+        ("Repeated runs", _repeat_tables(runs)),
     ]
     rep.records = _records(runs)
     return rep
