@@ -159,3 +159,28 @@ def test_ray_backend_is_importable_when_installed():
     ray = pytest.importorskip("ray", reason="the Ray backend needs `pip install labeldistill[ray]`")
     backend = sweep.RayBackend(cpus=2, gpus=0)
     assert backend.ray is ray and backend.cpus == 2 and not ray.is_initialized()
+
+
+def test_ray_init_does_not_take_over_the_sweeps_sigterm_handler(monkeypatch):
+    """ray.init installs a SIGTERM handler that dumps a stack; the sweep's own must survive it."""
+    import signal
+
+    class FakeRay:  # what ray.init does to signals, without starting Ray
+        def is_initialized(self):
+            return False
+
+        def init(self, **kwargs):
+            signal.signal(signal.SIGTERM, lambda *a: None)
+
+    def ours(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, ours)
+        backend = sweep.RayBackend.__new__(sweep.RayBackend)
+        backend.ray, backend.address, backend.num_cpus, backend._started = FakeRay(), None, 1, False
+        backend._init()
+        assert signal.getsignal(signal.SIGTERM) is ours and backend._started
+    finally:
+        signal.signal(signal.SIGTERM, before)

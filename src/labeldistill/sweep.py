@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -226,6 +227,10 @@ class RayBackend:
         if ray.is_initialized():
             return
         kwargs = {"include_dashboard": False, "log_to_driver": False}
+        # ray.init replaces the SIGTERM handler with one that dumps a stack and
+        # exits; keep the sweep's own, so `kill SWEEP` stops cleanly in one line.
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if main else None
         try:
             if self.address:
                 ray.init(address=self.address, **kwargs)
@@ -235,6 +240,9 @@ class RayBackend:
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
             raise RunError(f"cannot start or reach {where}: {str(exc).splitlines()[0] if str(exc) else exc}; "
                            "check --address (e.g. ray://HEAD:10001 or HEAD:6379) or use --backend local") from None
+        finally:
+            if main and previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         self._started = True
 
     def run(self, jobs: Sequence[Job], callback: Callback) -> None:
