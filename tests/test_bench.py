@@ -50,3 +50,18 @@ def test_bench_bad_repeats(capsys):
     assert main(["bench", "--quick", "--repeats", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("labeldistill: error:") and "--repeats" in err and "Traceback" not in err
+
+
+def test_eval_flops_refuses_the_rr_head_it_does_not_count():
+    import pytest
+    with pytest.raises(ValueError, match="linear head"):
+        eval_flops(Recipe(arch="lenet", head="rr", batch_size=50), torch.randn(4, 1, 28, 28),
+                   torch.full((4, 10), 0.1), Suite())
+
+
+def test_matmul_peak_is_two_n_cubed_over_the_time_of_one_product(monkeypatch):
+    from labeldistill import bench
+    clock = iter(range(1000))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
+    # each timed repeat spans 1 fake second for 4 products: 0.25 s per 64x64 product
+    assert bench.matmul_peak_gflops(repeats=3, n=64) == 2 * 64**3 / 0.25 / 1e9

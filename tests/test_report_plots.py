@@ -68,10 +68,26 @@ def test_a_repeated_run_shows_its_newest_and_lists_the_others(tmp_path):
         assert main_table.rows == [["100", "90.00 ± 0.00"]]  # the newest, not the first found
         assert not any(t.title == "Seeds" for t in rep.tables)  # a repeat is not a second seed
         rep_table = next(t for t in rep.tables if t.title == "Repeated runs")
-        assert rep_table.rows == [["mnist -> mnist", "100", "LD RR", "0",
+        assert rep_table.rows == [["mnist -> mnist", "lenet", "100", "", "LD RR", "0",
                                    f"90.00 ± 0.00 ({tmp_path / 'new' / 'ld-rr_100_0'})",
                                    f"81.00 ± 1.00 ({tmp_path / 'old' / 'ld-rr_100_0'})"]]
         assert len(rep.records) == 2  # runs.csv keeps both
+
+
+def test_a_repeat_next_to_a_second_seed_counts_once_and_a_changed_config_is_flagged(tmp_path):
+    import os
+    old = fake_result("ld-rr", 10, 0, [10.0])
+    old["config"]["distill"] = {"epochs": 2}  # e.g. a smoke run of the same setting
+    write_runs(tmp_path / "old", [old])
+    write_runs(tmp_path / "new", [fake_result("ld-rr", 10, 0, [60.0]), fake_result("ld-rr", 10, 1, [70.0])])
+    os.utime(tmp_path / "old" / "ld-rr_10_0" / "result.json", (1_000_000, 1_000_000))
+    rep = build_report(find_runs([tmp_path]))
+    main_table = next(t for t in rep.tables if t.title == "mnist -> mnist (lenet)")
+    assert main_table.rows == [["10", "65.00 ± 5.00 (2 seeds)"]]  # seeds 0 (newest: 60) and 1, not 10
+    assert next(t for t in rep.tables if t.title == "Seeds").rows == [
+        ["mnist -> mnist", "10", "LD RR", "60.00", "70.00", "65.00 ± 5.00"]]
+    also = next(t for t in rep.tables if t.title == "Repeated runs").rows[0][-1]
+    assert also.startswith("10.00 ± 0.00") and also.endswith("[different config]")
 
 
 def test_optimiser_rates_that_differ_between_runs_are_shown_per_cell(tmp_path):
@@ -105,6 +121,17 @@ def real_runs(tmp_path_factory):
         "evaluate.test_optimizers": ["sgd", "adam"], "evaluate.test_architectures": ["lenet"]})
     result = run_experiment(config_mod.validate(cfg), out=str(out), device="cpu")
     return out, result
+
+
+def test_a_run_repeated_in_another_folder_is_drawn_to_its_own_files(real_runs, tmp_path):
+    import shutil
+
+    from labeldistill.plots import plot_runs
+    out, _ = real_runs
+    shutil.copytree(out / "tiny_flex", tmp_path / "copy" / "tiny_flex")
+    paths, _ = plot_runs(find_runs([out, tmp_path / "copy"]), tmp_path / "fig")
+    curves = sorted(p.name for p in paths if p.name.endswith("_curves.png"))
+    assert curves == ["tiny_flex_2_curves.png", "tiny_flex_curves.png"]
 
 
 def test_flexibility_analyses_land_in_the_result(real_runs):

@@ -111,6 +111,8 @@ def eval_flops(recipe: Recipe, base_x: torch.Tensor, labels: torch.Tensor, suite
     `eval_steps` steps + `eval_images` test images. Element-wise work (ReLU,
     pooling, Adam) is not counted, so this is a lower bound on the arithmetic.
     """
+    if recipe.head != "linear":
+        raise ValueError(f"eval_flops counts a linear head, not {recipe.head!r} (the ridge solve is not counted)")
     model = init_model(recipe, 0, base_x.shape[1], labels.shape[-1], base_x.shape[-1])
     xb, yb = base_x[: suite.inner_batch], labels[: suite.inner_batch]
     with FlopCounterMode(display=False) as train_count:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .errors import LabelDistillError  # noqa: E402
-from .report import METHOD_ORDER, METHOD_TITLES, OPTIMIZER_TITLES, Run  # noqa: E402
+from .report import METHOD_ORDER, METHOD_TITLES, OPTIMIZER_TITLES, Run, newest_first  # noqa: E402
 
 DPI = 110
 
@@ -319,10 +319,15 @@ def plot_runs(runs: Sequence[Run], out: str | Path, data_root: str | None = None
               max_images: int = 20) -> tuple[list[Path], list[str]]:
     """Every figure for `runs`; returns the PNG paths and notes about figures that were skipped."""
     out = Path(out)
+    runs = newest_first(runs)  # repeats of a setting: the newest is drawn, as in `report`
     paths: list[Path | None] = []
     notes: list[str] = []
+    names = Counter()
     for r in runs:
         name = _slug(r["name"])
+        names[name] += 1
+        if names[name] > 1:  # another run of the same name (older): its own files
+            name = f"{name}_{names[name]}"
         paths.append(plot_curves(r, out / "runs" / f"{name}_curves.png"))
         try:
             paths.append(plot_labels(r, out / "runs" / f"{name}_labels.png", data_root, max_images))

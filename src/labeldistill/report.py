@@ -155,6 +155,28 @@ def _methods(runs: Iterable[Run]) -> list[str]:
     return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
 
 
+def newest_first(runs: Iterable[Run]) -> list[Run]:
+    """Runs ordered newest first (result.json mtime; ties by path), so that
+    wherever a repeated setting and seed is shown once, it is its newest run."""
+    return sorted(runs, key=lambda r: (-r.finished, str(r.path)))
+
+
+def _newest(runs: list[Run]) -> list[Run]:
+    """The first (newest) run of each setting and seed of newest-first `runs`."""
+    seen, out = set(), []
+    for r in runs:
+        k = (*_cell_key(r), r["seed"])
+        if k not in seen:
+            seen.add(k)
+            out.append(r)
+    return out
+
+
+def _same_config(a: Run, b: Run) -> bool:
+    strip = lambda r: {k: v for k, v in (r.result.get("config") or {}).items() if k != "name"}  # noqa: E731
+    return strip(a) == strip(b)
+
+
 def _cell_key(r: Run) -> tuple:
     """What one cell of the main tables shows (with the seed: one run, or its repeats)."""
     return (r.pair, r["arch"], r["num_base_examples"], r.method, r.target_set_size)
@@ -215,17 +237,19 @@ def _repeat_tables(runs: list[Run]) -> list[Table]:
     for r in runs:
         groups[(*_cell_key(r), r["seed"])].append(r)
     rows = []
-    for (pair, arch, n, method, _tss, seed), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for (pair, arch, n, method, tss, seed), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
         if len(rs) > 1:
             shown, *others = rs
-            rows.append([pair, str(n), METHOD_TITLES.get(method, method), str(seed),
-                         f"{fmt(shown['test_accuracy_mean'], shown['test_accuracy_std'])} ({shown.path})",
+            rows.append([pair, arch, str(n), "" if tss is None else str(tss), METHOD_TITLES.get(method, method),
+                         str(seed), f"{fmt(shown['test_accuracy_mean'], shown['test_accuracy_std'])} ({shown.path})",
                          "; ".join(f"{fmt(r['test_accuracy_mean'], r['test_accuracy_std'])} ({r.path})"
-                                   for r in others)])
+                                   + ("" if _same_config(r, shown) else " [different config]") for r in others)])
     if not rows:
         return []
-    return [Table("Repeated runs", ["pair", "base examples", "method", "seed", "shown (newest)", "also found"],
-                  rows, note="The same setting and seed finished more than once; the tables show the newest.")]
+    return [Table("Repeated runs", ["pair", "arch", "base examples", "target-set size", "method", "seed",
+                                    "shown (newest)", "also found"], rows,
+                  note="The same setting and seed finished more than once; the tables show the newest "
+                       "(runs.csv lists all). [different config]: that run's config differs beyond its name.")]
 
 
 def _target_set_tables(runs: list[Run]) -> list[Table]:
@@ -253,7 +277,7 @@ def _offset_title(o: str) -> str:
 
 
 def _steps_tables(runs: list[Run]) -> list[Table]:
-    rs = [r for r in runs if r.result.get("num_steps_analysis")]
+    rs = _newest([r for r in runs if r.result.get("num_steps_analysis")])
     if not rs:
         return []
     offsets = _offsets(r["num_steps_analysis"] for r in rs)
@@ -269,7 +293,7 @@ def _steps_tables(runs: list[Run]) -> list[Table]:
 
 
 def _arch_tables(runs: list[Run]) -> list[Table]:
-    rs = [r for r in runs if r.result.get("architecture_transfer")]
+    rs = _newest([r for r in runs if r.result.get("architecture_transfer")])
     if not rs:
         return []
     archs = sorted({a for r in rs for a in r["architecture_transfer"]})
@@ -284,7 +308,7 @@ def _arch_tables(runs: list[Run]) -> list[Table]:
 
 
 def _optimizer_tables(runs: list[Run]) -> list[Table]:
-    rs = [r for r in runs if r.result.get("optimizer_transfer")]
+    rs = _newest([r for r in runs if r.result.get("optimizer_transfer")])
     if not rs:
         return []
     opts = [o for o in OPTIMIZER_TITLES if any(o in r["optimizer_transfer"] for r in rs)]
@@ -353,7 +377,7 @@ def _records(runs: list[Run]) -> list[dict]:
 
 
 def build_report(runs: Sequence[Run]) -> Report:
-    runs = sorted(runs, key=lambda r: -r.finished)  # newest first: repeats show their newest run
+    runs = newest_first(runs)  # repeats show their newest run
     rep = Report(num_runs=len(runs))
     rep.sections = [
         ("Test accuracy by dataset pair", _main_tables(runs)),
