@@ -79,7 +79,9 @@ def test_a_repeat_next_to_a_second_seed_counts_once_and_a_changed_config_is_flag
     old = fake_result("ld-rr", 10, 0, [10.0])
     old["config"]["distill"] = {"epochs": 2}  # e.g. a smoke run of the same setting
     write_runs(tmp_path / "old", [old])
-    write_runs(tmp_path / "new", [fake_result("ld-rr", 10, 0, [60.0]), fake_result("ld-rr", 10, 1, [70.0])])
+    new0 = fake_result("ld-rr", 10, 0, [60.0])
+    new0["config"]["distill"] = {"epochs": 400, "option_added_later": 1}
+    write_runs(tmp_path / "new", [new0, fake_result("ld-rr", 10, 1, [70.0])])
     os.utime(tmp_path / "old" / "ld-rr_10_0" / "result.json", (1_000_000, 1_000_000))
     rep = build_report(find_runs([tmp_path]))
     main_table = next(t for t in rep.tables if t.title == "mnist -> mnist (lenet)")
@@ -88,6 +90,12 @@ def test_a_repeat_next_to_a_second_seed_counts_once_and_a_changed_config_is_flag
         ["mnist -> mnist", "10", "LD RR", "60.00", "70.00", "65.00 ± 5.00"]]
     also = next(t for t in rep.tables if t.title == "Repeated runs").rows[0][-1]
     assert also.startswith("10.00 ± 0.00") and also.endswith("[different config]")
+    # the same config, except an option the older version did not have yet: not flagged
+    old["config"]["distill"] = {"epochs": 400}
+    (tmp_path / "old" / "ld-rr_10_0" / "result.json").write_text(json.dumps(old))
+    os.utime(tmp_path / "old" / "ld-rr_10_0" / "result.json", (1_000_000, 1_000_000))
+    also = next(t for t in build_report(find_runs([tmp_path])).tables if t.title == "Repeated runs").rows[0][-1]
+    assert "[different config]" not in also
 
 
 def test_optimiser_rates_that_differ_between_runs_are_shown_per_cell(tmp_path):

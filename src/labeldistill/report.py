@@ -172,9 +172,18 @@ def _newest(runs: list[Run]) -> list[Run]:
     return out
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def _same_config(a: Run, b: Run) -> bool:
-    strip = lambda r: {k: v for k, v in (r.result.get("config") or {}).items() if k != "name"}  # noqa: E731
-    return strip(a) == strip(b)
+    """Equal configs apart from the name; a key only one of them has (an option
+    added in a later version, so the older run used its default) is not compared."""
+    fa, fb = (_flat(r.result.get("config") or {}) for r in (a, b))
+    return all(fa[k] == fb[k] for k in fa.keys() & fb.keys() if k != "name")
 
 
 def _cell_key(r: Run) -> tuple:
