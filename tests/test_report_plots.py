@@ -182,3 +182,14 @@ def test_emnist_base_images_are_shown_upright():
     shown = base_images(run, str(DATA))
     raw = load_raw("emnist", str(DATA), download=False).x_train[[3, 7]].float().numpy() / 255
     np.testing.assert_allclose(shown, raw.transpose(0, 2, 1))
+
+
+def test_runs_whose_base_images_are_missing_share_one_note(tmp_path):
+    from labeldistill.plots import plot_runs
+    write_runs(tmp_path / "runs", [fake_result("ld-rr", 10, 0, [60.0], base_indices=[1]),
+                                   fake_result("ld-or2", 10, 0, [50.0], base_indices=[2])])
+    (tmp_path / "empty").mkdir()
+    _, notes = plot_runs(find_runs([tmp_path / "runs"]), tmp_path / "fig", data_root=str(tmp_path / "empty"))
+    assert len(notes) == 1
+    assert notes[0].startswith("no label figure for ") and "ld-rr_10_0" in notes[0] and "ld-or2_10_0" in notes[0]
+    assert "dataset 'mnist' not found" in notes[0]

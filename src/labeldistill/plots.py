@@ -323,6 +323,7 @@ def plot_runs(runs: Sequence[Run], out: str | Path, data_root: str | None = None
     paths: list[Path | None] = []
     notes: list[str] = []
     names = Counter()
+    missing: dict[str, list[str]] = {}  # why base images could not be loaded -> runs
     for r in runs:
         name = _slug(r["name"])
         names[name] += 1
@@ -332,7 +333,9 @@ def plot_runs(runs: Sequence[Run], out: str | Path, data_root: str | None = None
         try:
             paths.append(plot_labels(r, out / "runs" / f"{name}_labels.png", data_root, max_images))
         except LabelDistillError as exc:
-            notes.append(f"{r['name']}: no label figure, its base images could not be loaded: {exc}")
+            missing.setdefault(str(exc), []).append(r["name"])
+    for why, names_ in missing.items():  # one note per cause, not one per run
+        notes.append(f"no label figure for {', '.join(names_)}: their base images could not be loaded: {why}")
     paths += plot_accuracy_vs_examples(runs, out)
     paths.append(plot_num_steps(runs, out / "num_steps.png"))
     paths.append(plot_architectures(runs, out / "architectures.png"))
