@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .errors import LabelDistillError  # noqa: E402
-from .report import METHOD_ORDER, METHOD_TITLES, OPTIMIZER_TITLES, Run, newest_first  # noqa: E402
+from .report import (METHOD_ORDER, METHOD_TITLES, OPTIMIZER_TITLES, Run, cell_summary,  # noqa: E402
+                     main_groups, newest_first, optimizer_columns)
 
 DPI = 110
 
@@ -180,31 +181,19 @@ def plot_labels(r: Run, path: Path, data_root: str | None = None, max_images: in
 
 
 def plot_accuracy_vs_examples(runs: Sequence[Run], out: Path) -> list[Path]:
-    groups = defaultdict(list)
-    for r in runs:
-        if r.target_set_size is None:
-            groups[(r.pair, r["arch"])].append(r)
+    """The main tables as curves: one per method, mean +- std as `report` computes each cell."""
     paths = []
-    for (pair, arch), rs in sorted(groups.items()):
+    for (pair, arch), rs in main_groups(list(runs)):
         if len({r["num_base_examples"] for r in rs}) < 2:
             continue
         fig, ax = plt.subplots(figsize=(6.5, 4))
         for m in [m for m in METHOD_ORDER if any(r.method == m for r in rs)]:
-            by_n = defaultdict(dict)
+            by_n = defaultdict(list)
             for r in rs:
                 if r.method == m:
-                    by_n[r["num_base_examples"]].setdefault(r["seed"], r)
+                    by_n[r["num_base_examples"]].append(r)
             ns = sorted(by_n)
-            means, stds = [], []
-            for n in ns:
-                rr = list(by_n[n].values())
-                if len(rr) == 1:
-                    means.append(rr[0]["test_accuracy_mean"])
-                    stds.append(rr[0]["test_accuracy_std"])
-                else:
-                    v = [x["test_accuracy_mean"] for x in rr]
-                    means.append(float(np.mean(v)))
-                    stds.append(float(np.std(v)))
+            means, stds, _ = zip(*(cell_summary(by_n[n]) for n in ns))
             ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label=METHOD_TITLES.get(m, m))
         ax.set_xscale("log")
         ax.set_xlabel("base examples")
@@ -273,14 +262,14 @@ def plot_optimizers(runs: Sequence[Run], path: Path) -> Path | None:
     rs = [r for r in runs if r.result.get("optimizer_transfer")]
     if not rs:
         return None
-    opts = [o for o in OPTIMIZER_TITLES if any(o in r["optimizer_transfer"] for r in rs)]
-    opts += sorted({o for r in rs for o in r["optimizer_transfer"]} - set(opts))
+    opts, lrs = optimizer_columns(rs)
     groups = [_label(r).replace(": ", ":\n") for r in rs]
     values = {(g, o): (r["optimizer_transfer"][o]["test_accuracy_mean"], r["optimizer_transfer"][o]["test_accuracy_std"])
               for g, r in zip(groups, rs) for o in r["optimizer_transfer"]}
-    lrs = {o: next(r["optimizer_transfer"][o]["lr"] for r in rs if o in r["optimizer_transfer"]) for o in opts}
     fig, ax = plt.subplots(figsize=(max(6, 2.6 * len(rs)), 4.2))
-    _grouped_bars(ax, groups, opts, values, {o: f"{OPTIMIZER_TITLES.get(o, o)} (lr {lrs[o]:g})" for o in opts})
+    first_lr = {o: next(r["optimizer_transfer"][o]["lr"] for r in rs if o in r["optimizer_transfer"]) for o in opts}
+    legend = {o: f"{OPTIMIZER_TITLES.get(o, o)} (lr {first_lr[o]:g})" for o in opts}
+    _grouped_bars(ax, groups, opts, values, legend)
     ax.set_title("Optimiser flexibility: distilled labels vs true labels under the same learners")
     return _save(fig, path)
 

@@ -161,7 +161,7 @@ def newest_first(runs: Iterable[Run]) -> list[Run]:
     return sorted(runs, key=lambda r: (-r.finished, str(r.path)))
 
 
-def _newest(runs: list[Run]) -> list[Run]:
+def newest_per_setting(runs: list[Run]) -> list[Run]:
     """The first (newest) run of each setting and seed of newest-first `runs`."""
     seen, out = set(), []
     for r in runs:
@@ -170,6 +170,11 @@ def _newest(runs: list[Run]) -> list[Run]:
             seen.add(k)
             out.append(r)
     return out
+
+
+def runs_with(runs: list[Run], analysis: str) -> list[Run]:
+    """The newest run of each setting and seed among newest-first `runs` whose result holds `analysis`."""
+    return newest_per_setting([r for r in runs if r.result.get(analysis)])
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -191,25 +196,46 @@ def _cell_key(r: Run) -> tuple:
     return (r.pair, r["arch"], r["num_base_examples"], r.method, r.target_set_size)
 
 
-def _cell(runs: list[Run]) -> str:
-    """One run: its models' mean +- std; several seeds: mean +- std of the seeds' means."""
+def cell_summary(runs: list[Run]) -> tuple[float, float, int]:
+    """(mean, std, number of seeds) of one cell: one run, its models' mean +- std;
+    several seeds, mean +- std of the seeds' means. `runs` come newest first, so
+    a repeated run counts once, as its newest."""
     by_seed = {}
     for r in runs:
-        by_seed.setdefault(r["seed"], r)  # runs come newest first: a repeated run shows its newest
+        by_seed.setdefault(r["seed"], r)
     if len(by_seed) == 1:
         r = next(iter(by_seed.values()))
-        return fmt(r["test_accuracy_mean"], r["test_accuracy_std"])
+        return r["test_accuracy_mean"], r["test_accuracy_std"], 1
     m, s = mean_std([r["test_accuracy_mean"] for r in by_seed.values()])
-    return fmt(m, s, f" ({len(by_seed)} seeds)")
+    return m, s, len(by_seed)
 
 
-def _main_tables(runs: list[Run]) -> list[Table]:
+def _cell(runs: list[Run]) -> str:
+    if not runs:
+        return ""
+    m, s, seeds = cell_summary(runs)
+    return fmt(m, s, f" ({seeds} seeds)" if seeds > 1 else "")
+
+
+def main_groups(runs: list[Run]) -> list[tuple[tuple[str, str], list[Run]]]:
+    """Runs of the main tables (no target-set-size analysis) by (dataset pair, architecture), sorted."""
     groups = defaultdict(list)
     for r in runs:
         if r.target_set_size is None:
             groups[(r.pair, r["arch"])].append(r)
+    return sorted(groups.items())
+
+
+def optimizer_columns(rs: list[Run]) -> tuple[list[str], dict[str, set]]:
+    """The optimisers tested in `rs` (SGD, momentum, Adam first) and the learning rates each was used with."""
+    opts = [o for o in OPTIMIZER_TITLES if any(o in r["optimizer_transfer"] for r in rs)]
+    opts += sorted({o for r in rs for o in r["optimizer_transfer"]} - set(opts))
+    return opts, {o: {r["optimizer_transfer"][o]["lr"] for r in rs if o in r["optimizer_transfer"]} for o in opts}
+
+
+def _main_tables(runs: list[Run]) -> list[Table]:
     tables = []
-    for (pair, arch), rs in sorted(groups.items()):
+    for (pair, arch), rs in main_groups(runs):
         methods = _methods(rs)
         counts = sorted({r["num_base_examples"] for r in rs})
         rows = []
@@ -286,7 +312,7 @@ def _offset_title(o: str) -> str:
 
 
 def _steps_tables(runs: list[Run]) -> list[Table]:
-    rs = _newest([r for r in runs if r.result.get("num_steps_analysis")])
+    rs = runs_with(runs, "num_steps_analysis")
     if not rs:
         return []
     offsets = _offsets(r["num_steps_analysis"] for r in rs)
@@ -302,7 +328,7 @@ def _steps_tables(runs: list[Run]) -> list[Table]:
 
 
 def _arch_tables(runs: list[Run]) -> list[Table]:
-    rs = _newest([r for r in runs if r.result.get("architecture_transfer")])
+    rs = runs_with(runs, "architecture_transfer")
     if not rs:
         return []
     archs = sorted({a for r in rs for a in r["architecture_transfer"]})
@@ -317,11 +343,10 @@ def _arch_tables(runs: list[Run]) -> list[Table]:
 
 
 def _optimizer_tables(runs: list[Run]) -> list[Table]:
-    rs = _newest([r for r in runs if r.result.get("optimizer_transfer")])
+    rs = runs_with(runs, "optimizer_transfer")
     if not rs:
         return []
-    opts = [o for o in OPTIMIZER_TITLES if any(o in r["optimizer_transfer"] for r in rs)]
-    opts += sorted({o for r in rs for o in r["optimizer_transfer"]} - set(opts))
+    opts, lrs = optimizer_columns(rs)
     key = lambda r: (r.pair, r["num_base_examples"], METHOD_ORDER.index(r.method)  # noqa: E731
                      if r.method in METHOD_ORDER else 99, r["seed"])
     rows = []
@@ -330,7 +355,6 @@ def _optimizer_tables(runs: list[Run]) -> list[Table]:
         rows.append([r.pair, str(r["num_base_examples"]), METHOD_TITLES.get(r.method, r.method), str(r["seed"]),
                      fmt(r["test_accuracy_mean"], r["test_accuracy_std"])]
                     + [fmt_summary(t.get(o)) for o in opts])
-    lrs = {o: {r["optimizer_transfer"][o]["lr"] for r in rs if o in r["optimizer_transfer"]} for o in opts}
     for row, r in zip(rows, sorted(rs, key=key)):  # runs that disagree on a rate carry it in their cells
         for j, o in enumerate(opts):
             if len(lrs[o]) > 1 and row[5 + j]:
