@@ -193,3 +193,23 @@ def test_runs_whose_base_images_are_missing_share_one_note(tmp_path):
     assert len(notes) == 1
     assert notes[0].startswith("no label figure for ") and "ld-rr_10_0" in notes[0] and "ld-or2_10_0" in notes[0]
     assert "dataset 'mnist' not found" in notes[0]
+
+
+def test_optimiser_figure_draws_a_repeat_once_and_names_every_rate(tmp_path, monkeypatch):
+    import os
+
+    from labeldistill import plots
+
+    def transfer(lr):
+        return {"optimizer_transfer": {"momentum": {"lr": lr, "test_accuracy_mean": 60.0, "test_accuracy_std": 2.0}}}
+    write_runs(tmp_path / "old", [fake_result("ld-rr", 10, 0, [70.0], **transfer(0.01))])
+    write_runs(tmp_path / "new", [fake_result("ld-rr", 10, 0, [71.0], **transfer(0.03)),
+                                  fake_result("baseline", 10, 0, [40.0], **transfer(0.01))])
+    os.utime(tmp_path / "old" / "ld-rr_10_0" / "result.json", (1_000_000, 1_000_000))
+    drawn = {}
+    monkeypatch.setattr(plots, "_grouped_bars", lambda ax, groups, keys, values, legend: drawn.update(
+        groups=groups, legend=legend))
+    runs = plots.newest_first(find_runs([tmp_path]))
+    assert plots.plot_optimizers(runs, tmp_path / "opt.png").is_file()
+    assert len(drawn["groups"]) == 2  # the LD-rr run and the baseline; the older LD-rr repeat is not drawn
+    assert drawn["legend"] == {"momentum": "SGD+momentum (lr 0.01, 0.03)"}

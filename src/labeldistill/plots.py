@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 from .errors import LabelDistillError  # noqa: E402
 from .report import (METHOD_ORDER, METHOD_TITLES, OPTIMIZER_TITLES, Run, cell_summary,  # noqa: E402
-                     main_groups, newest_first, optimizer_columns)
+                     main_groups, newest_first, optimizer_columns, runs_with)
 
 DPI = 110
 
@@ -206,7 +206,7 @@ def plot_accuracy_vs_examples(runs: Sequence[Run], out: Path) -> list[Path]:
 
 
 def plot_num_steps(runs: Sequence[Run], path: Path) -> Path | None:
-    rs = [r for r in runs if r.result.get("num_steps_analysis")]
+    rs = runs_with(list(runs), "num_steps_analysis")
     if not rs:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -244,7 +244,7 @@ def _grouped_bars(ax, groups: list[str], series: list[str], values: dict, titles
 
 
 def plot_architectures(runs: Sequence[Run], path: Path) -> Path | None:
-    rs = [r for r in runs if r.result.get("architecture_transfer")]
+    rs = runs_with(list(runs), "architecture_transfer")
     if not rs:
         return None
     archs = sorted({a for r in rs for a in r["architecture_transfer"]})
@@ -259,7 +259,7 @@ def plot_architectures(runs: Sequence[Run], path: Path) -> Path | None:
 
 
 def plot_optimizers(runs: Sequence[Run], path: Path) -> Path | None:
-    rs = [r for r in runs if r.result.get("optimizer_transfer")]
+    rs = runs_with(list(runs), "optimizer_transfer")
     if not rs:
         return None
     opts, lrs = optimizer_columns(rs)
@@ -267,15 +267,15 @@ def plot_optimizers(runs: Sequence[Run], path: Path) -> Path | None:
     values = {(g, o): (r["optimizer_transfer"][o]["test_accuracy_mean"], r["optimizer_transfer"][o]["test_accuracy_std"])
               for g, r in zip(groups, rs) for o in r["optimizer_transfer"]}
     fig, ax = plt.subplots(figsize=(max(6, 2.6 * len(rs)), 4.2))
-    first_lr = {o: next(r["optimizer_transfer"][o]["lr"] for r in rs if o in r["optimizer_transfer"]) for o in opts}
-    legend = {o: f"{OPTIMIZER_TITLES.get(o, o)} (lr {first_lr[o]:g})" for o in opts}
+    legend = {o: f"{OPTIMIZER_TITLES.get(o, o)} (lr {', '.join(f'{lr:g}' for lr in sorted(lrs[o]))})" for o in opts}
     _grouped_bars(ax, groups, opts, values, legend)
     ax.set_title("Optimiser flexibility: distilled labels vs true labels under the same learners")
     return _save(fig, path)
 
 
 def plot_optimizer_steps(runs: Sequence[Run], path: Path) -> Path | None:
-    rs = [r for r in runs if any("num_steps_analysis" in v for v in (r.result.get("optimizer_transfer") or {}).values())]
+    rs = [r for r in runs_with(list(runs), "optimizer_transfer")
+          if any("num_steps_analysis" in v for v in r["optimizer_transfer"].values())]
     if not rs:
         return None
     ncols = min(3, len(rs))
