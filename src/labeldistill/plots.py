@@ -74,9 +74,7 @@ def plot_curves(r: Run, path: Path) -> Path | None:
         ax.plot(*zip(*val), "o-", ms=3, label="validation (fresh model)")
     if r.result.get("best_epoch"):
         ax.axvline(r["best_epoch"], color="k", ls="--", lw=1, label=f"best labels (epoch {r['best_epoch']})")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("error %")
-    ax.set_title("error")
+    ax.set(xlabel="epoch", ylabel="error %", title="error")
     ax.legend(fontsize=8)
     ax = axes[1]
     ax.plot(ep, [h["meta_loss"] for h in hist], label="meta (outer) loss")
@@ -84,15 +82,11 @@ def plot_curves(r: Run, path: Path) -> Path | None:
     if val:
         ax.plot([h["epoch"] for h in hist if h.get("val_loss") is not None],
                 [h["val_loss"] for h in hist if h.get("val_loss") is not None], "o-", ms=3, label="validation loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy")
-    ax.set_title("losses")
+    ax.set(xlabel="epoch", ylabel="cross-entropy", title="losses")
     ax.legend(fontsize=8)
     ax = axes[2]
     ax.plot(ep, [h["num_steps"] for h in hist], label="steps for validation models")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training steps")
-    ax.set_title("number of steps (from resets)")
+    ax.set(xlabel="epoch", ylabel="training steps", title="number of steps (from resets)")
     for a in axes:
         a.grid(alpha=0.3)
     fig.suptitle(f"{r['name']}: test accuracy {r['test_accuracy_mean']:.2f} ± {r['test_accuracy_std']:.2f} %",
