@@ -92,3 +92,40 @@ def test_graph_free_pool_equals_max_pool():
     x = torch.randn(2, 6, 11, 10)  # odd height: the last row is dropped, as max_pool2d does
     with torch.no_grad():
         torch.testing.assert_close(_pool2(x), torch.nn.functional.max_pool2d(x, 2), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "momentum"])
+def test_make_optimizer_fused_equals_plain_loop(name):
+    """The fused update the evaluation uses gives the parameters torch's per-parameter loop gives."""
+    from labeldistill.evaluate import make_optimizer
+
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(5, generator=g, dtype=torch.float64)]
+    grads = [[torch.randn(p.shape, generator=g, dtype=torch.float64) for p in start] for _ in range(4)]
+    fused = [p.clone().requires_grad_() for p in start]
+    plain = [p.clone().requires_grad_() for p in start]
+    opt = make_optimizer(name, fused, 0.05)
+    assert opt.defaults.get("fused") is True
+    kw = {"momentum": 0.9} if name == "momentum" else {}
+    ref = (torch.optim.Adam if name == "adam" else torch.optim.SGD)(plain, lr=0.05, foreach=False, **kw)
+    for step_grads in grads:
+        for p, q, gr in zip(fused, plain, step_grads):
+            p.grad, q.grad = gr.clone(), gr.clone()
+        opt.step()
+        ref.step()
+    for p, q, p0 in zip(fused, plain, start):
+        assert not torch.equal(q.detach(), p0)
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=1e-14)
+
+
+def test_shared_one_channel_input_runs_channels_last():
+    """A one-channel test batch is ambiguous between NCHW and NHWC; the stacked forward must keep
+    channels_last (where its pooling and grouped convolutions are fast) from conv1 onwards."""
+    from labeldistill.stacked import _stack_input
+
+    x = torch.randn(5, 1, 28, 28)
+    h, _ = _stack_input(x, True)
+    assert torch.equal(h, x)
+    out = torch.nn.functional.conv2d(h, torch.randn(12, 1, 5, 5), padding=2)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert not out.is_contiguous()

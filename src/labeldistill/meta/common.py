@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..evaluate import Recipe, init_model
+from ..evaluate import Recipe, init_model, make_optimizer
 from ..labels import project_
 
 
@@ -73,7 +73,7 @@ class OnlineLearner:
 
     def reset(self, seed: int) -> None:
         self.model = init_model(self.recipe, seed, *self.shape).to(self.device)
-        self.model_opt = torch.optim.Adam(self.model.parameters(), lr=self.model_lr)
+        self.model_opt = make_optimizer("adam", self.model.parameters(), self.model_lr)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "model_opt": self.model_opt.state_dict()}
