@@ -3,6 +3,8 @@ import json
 
 import torch
 
+from torch.utils.flop_counter import FlopCounterMode
+
 from labeldistill.bench import Suite, eval_flops
 from labeldistill.cli import main
 from labeldistill.evaluate import Recipe
@@ -10,7 +12,7 @@ from labeldistill.evaluate import Recipe
 KEYS = ["outer_step_ms_rr", "outer_step_ms_or2", "outer_step_ms_rr_alexcifarnet", "outer_step_ms_or2_alexcifarnet",
         "eval20_sequential_s", "eval20_parallel_s", "eval20_speedup", "peak_memory_mb",
         "eval20_gflop", "eval20_sequential_gflops", "eval20_parallel_gflops", "matmul_peak_gflops",
-        "eval20_speedup_ceiling"]
+        "eval20_speedup_ceiling", "eval20_conv_s", "eval20_conv_bound_speedup"]
 
 
 def test_bench_quick_writes_json(tmp_path, capsys):
@@ -65,3 +67,38 @@ def test_matmul_peak_is_two_n_cubed_over_the_time_of_one_product(monkeypatch):
     monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
     # each timed repeat spans 1 fake second for 4 products: 0.25 s per 64x64 product
     assert bench.matmul_peak_gflops(repeats=3, n=64) == 2 * 64**3 / 0.25 / 1e9
+
+
+def test_convolution_bound_replays_exactly_the_parallel_paths_convolutions(monkeypatch):
+    """The recorded calls are one stacked training step and one test chunk of the real parallel
+    path: their arithmetic is the hand count's convolution part for all models, nothing more."""
+    from labeldistill import bench
+
+    m, batch = 3, 50
+    x = torch.randn(500, 1, 28, 28)
+    labels = torch.softmax(torch.randn(100, 10), -1)
+    recipe = Recipe(arch="lenet", head="linear", batch_size=batch)
+    calls, chunk = bench.parallel_convolutions(recipe, x[:100], labels, x[100:], torch.zeros(400).long(), m)
+    assert chunk == 1024 // m
+    assert [f.__name__ for f, _, _ in calls["train"]] == ["convolution.default"] * 2 + ["convolution_backward.default"] * 2
+    assert [f.__name__ for f, _, _ in calls["test"]] == ["convolution.default"] * 2
+    # Forward arithmetic by torch's counter (it over-counts grouped backward calls, so those are
+    # checked by their arguments): conv1 and conv2 of all m models on the batch and on the chunk.
+    for phase, images in (("train", batch), ("test", chunk)):
+        with FlopCounterMode(display=False) as count:
+            bench._replay([c for c in calls[phase] if c[0] is torch.ops.aten.convolution.default])
+        assert count.get_total_flops() == m * images * 2 * (CONV1 + CONV2)
+    (_, c1, _), (_, c2, _), (_, b2, _), (_, b1, _) = calls["train"]
+    assert c1[0].shape == (batch, m, 28, 28) and c1[1].shape == (6 * m, 1, 5, 5) and c1[-1] == m
+    assert c2[0].shape == (batch, 6 * m, 14, 14) and c2[1].shape == (16 * m, 6, 5, 5) and c2[-1] == m
+    # backward: conv2's weight and input gradients, conv1's weight gradient only (images need none)
+    assert b2[0].shape == (batch, 16 * m, 10, 10) and b2[2].shape == c2[1].shape and b2[-1] == [True, True, True]
+    assert b1[0].shape == (batch, 6 * m, 28, 28) and b1[2].shape == c1[1].shape and b1[-1] == [False, True, True]
+    # the test chunk's one-channel input is replayed with the strides the real path gives it
+    assert calls["test"][0][1][0].stride()[1] == 1
+
+    times = iter([0.02, 0.005])
+    monkeypatch.setattr(bench, "replay_seconds", lambda cs, repeats: next(times))
+    suite = Suite(inner_batch=batch, eval_models=m, eval_steps=300, eval_images=400)
+    got = bench.conv_bound(x[:100], labels, x[100:], torch.zeros(400).long(), suite, repeats=1)
+    assert got["eval20_conv_s"] == 300 * 0.02 + 400 / chunk * 0.005

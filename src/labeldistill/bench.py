@@ -16,10 +16,11 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import DataError
-from .evaluate import Recipe, init_model, train_and_evaluate, train_and_evaluate_sequential
+from .evaluate import EVAL_MAX_IMAGES, Recipe, init_model, train_and_evaluate, train_and_evaluate_sequential
 from .labels import uniform_labels
 from .meta.common import Distilled
 from .meta.or2 import SecondOrder
@@ -138,6 +139,73 @@ def matmul_peak_gflops(repeats: int, n: int = 1024) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+_CONVOLUTIONS = (torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default)
+
+
+class _ConvRecorder(TorchDispatchMode):
+    """Records every convolution call (forward and backward) with copies of its arguments.
+
+    A forward under autograd or a backward is training work; a forward without
+    autograd is testing (the backward itself runs with autograd off, so the two
+    are told apart by the op).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.calls: dict[str, list] = {"train": [], "test": []}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _CONVOLUTIONS:
+            phase = "test" if func is _CONVOLUTIONS[0] and not torch.is_grad_enabled() else "train"
+            copy = [a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args]
+            self.calls[phase].append((func, copy, dict(kwargs)))
+        return func(*args, **kwargs)
+
+
+def parallel_convolutions(recipe: Recipe, base_x: torch.Tensor, labels: torch.Tensor, test_x: torch.Tensor,
+                          test_y: torch.Tensor, num_models: int) -> tuple[dict[str, list], int]:
+    """The convolution calls of one parallel training step and of one test chunk, as
+    `train_and_evaluate` makes them for `num_models` models, and the chunk's image count."""
+    chunk = max(1, EVAL_MAX_IMAGES // num_models)
+    rec = _ConvRecorder()
+    with rec:
+        train_and_evaluate(recipe, base_x, labels, list(range(num_models)), 1, test_x[:chunk], test_y[:chunk])
+    return rec.calls, min(chunk, test_x.shape[0])
+
+
+def _replay(calls: list) -> None:
+    with torch.no_grad():
+        for func, args, kwargs in calls:
+            func(*args, **kwargs)
+
+
+def replay_seconds(calls: list, repeats: int) -> float:
+    """Median time of running the recorded calls once, back to back, after one warm-up."""
+    _replay(calls)
+    times = []
+    for _ in range(max(3, repeats)):
+        t0 = time.perf_counter()
+        _replay(calls)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def conv_bound(base_x, labels, test_x, test_y, suite: Suite, repeats: int) -> dict:
+    """The time the parallel path's convolutions alone need for the eval20 workload.
+
+    The calls are recorded from the real parallel path and timed in isolation,
+    warm and back to back: no pooling, ReLU, matmul, optimiser or Python work.
+    No formulation built on this CPU's convolution kernels can take less time,
+    so sequential time / this time bounds the parallel speedup here.
+    """
+    recipe = Recipe(arch="lenet", head="linear", batch_size=suite.inner_batch)
+    calls, chunk = parallel_convolutions(recipe, base_x, labels, test_x, test_y, suite.eval_models)
+    step_s, chunk_s = replay_seconds(calls["train"], repeats), replay_seconds(calls["test"], repeats)
+    return {"eval20_conv_s": suite.eval_steps * step_s + suite.eval_images / chunk * chunk_s,
+            "eval20_conv_train_step_ms": 1000 * step_s, "eval20_conv_test_chunk_ms": 1000 * chunk_s}
+
+
 def eval20(x: torch.Tensor, y: torch.Tensor, suite: Suite, repeats: int,
            progress: Progress) -> dict:
     """Sequential vs parallel training + testing of `eval_models` LeNets, interleaved.
@@ -167,10 +235,13 @@ def eval20(x: torch.Tensor, y: torch.Tensor, suite: Suite, repeats: int,
         peak.append(matmul_peak_gflops(repeats))
     s, p, pk = statistics.median(seq), statistics.median(par), statistics.median(peak)
     gflop = eval_flops(recipe, base_x, labels, suite) / 1e9
+    progress(f"eval{suite.eval_models} convolutions alone")
+    conv = conv_bound(base_x, labels, test_x, test_y, suite, repeats)
     return {"eval20_sequential_s": s, "eval20_parallel_s": p, "eval20_speedup": s / p,
             "eval20_max_error_difference_pct": diff,
             "eval20_gflop": gflop, "eval20_sequential_gflops": gflop / s, "eval20_parallel_gflops": gflop / p,
             "matmul_peak_gflops": pk, "eval20_speedup_ceiling": pk * s / gflop,
+            **conv, "eval20_conv_bound_speedup": s / conv["eval20_conv_s"],
             "eval20_sequential_runs_s": seq, "eval20_parallel_runs_s": par}
 
 
@@ -221,6 +292,8 @@ ROWS = [
     ("eval20_parallel_gflops", "eval arithmetic rate, parallel", "GFLOP/s"),
     ("matmul_peak_gflops", "large-matmul peak (1024x1024 float32)", "GFLOP/s"),
     ("eval20_speedup_ceiling", "speedup ceiling: peak rate / sequential rate", "x"),
+    ("eval20_conv_s", "parallel path's convolutions alone, timed in isolation", "s"),
+    ("eval20_conv_bound_speedup", "speedup bound: sequential / convolutions alone", "x"),
     ("peak_memory_mb", "peak memory", "MiB"),
 ]
 

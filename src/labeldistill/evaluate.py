@@ -29,6 +29,8 @@ from .stacked import stacked_forward
 # sgd 0.1 is the largest stable rate (0.3 diverges early with a linear head); momentum 0.03
 # beats 0.01 at every step count by 1-5 points; adam 1e-3 is the paper's default.
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.1, "momentum": 0.03}
+# The parallel evaluation forwards at most this many model-images at once (20 LeNets: 51 test images).
+EVAL_MAX_IMAGES = 1024
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def train_and_evaluate(
     eval_y: torch.Tensor,
     eval_steps: Sequence[int] | None = None,
     max_models: int = 32,
-    max_images: int = 1024,
+    max_images: int = EVAL_MAX_IMAGES,
 ) -> EvalResult:
     """Train one model per seed for max(eval_steps) steps; evaluate at each of `eval_steps`.
 
