@@ -196,8 +196,9 @@ def conv_bound(base_x, labels, test_x, test_y, suite: Suite, repeats: int) -> di
 
     The calls are recorded from the real parallel path and timed in isolation,
     warm and back to back: no pooling, ReLU, matmul, optimiser or Python work.
-    No formulation built on this CPU's convolution kernels can take less time,
-    so sequential time / this time bounds the parallel speedup here.
+    A parallel path making these calls cannot take less time, so sequential
+    time / this time bounds its speedup here (other formulations of the same
+    convolutions were measured within about a quarter of it; see the README).
     """
     recipe = Recipe(arch="lenet", head="linear", batch_size=suite.inner_batch)
     calls, chunk = parallel_convolutions(recipe, base_x, labels, test_x, test_y, suite.eval_models)
