@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .models import max_pool2
+from .models import channels_last, max_pool2
 
 Params = dict[str, torch.Tensor]
 # forward(params, x, shared, head) -> (M, N, classes) logits or (M, N, features)
@@ -37,19 +37,10 @@ StackedForward = Callable[[Params, torch.Tensor, bool, bool], torch.Tensor]
 
 def _stack_input(x: torch.Tensor, shared: bool) -> tuple[torch.Tensor, bool]:
     """(M, N, C, H, W) per-model inputs -> (N, M*C, H, W); a shared (N, C, H, W) stays.
-
-    The result has channels_last strides. A one-channel image is both NCHW- and
-    NHWC-contiguous, and convolution then picks NCHW for its output, which would
-    put every later layer of the shared (test) forward in NCHW: about 2x slower
-    here. Its channels_last strides are set explicitly (a view: C=1 is never stepped).
-    """
+    Either way with channels_last strides (for a one-channel shared batch too)."""
     if not shared:
         x = x.transpose(0, 1).flatten(1, 2)
-    x = x.contiguous(memory_format=torch.channels_last)
-    n, c, h, w = x.shape
-    if c == 1:
-        x = x.as_strided(x.shape, (h * w, 1, w, 1))
-    return x, shared
+    return channels_last(x), shared
 
 
 def _conv(h: torch.Tensor, p: Params, name: str, first_shared: bool, m: int, **kw) -> torch.Tensor:
