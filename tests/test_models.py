@@ -46,31 +46,3 @@ def test_unknown_model_is_a_config_error():
     with pytest.raises(ConfigError):
         create_model("lenet", 1, 10, 8)
 
-
-@pytest.mark.parametrize("name,channels,size", [("lenet", 1, 28), ("lenet", 3, 32), ("alexcifarnet", 3, 32)])
-@pytest.mark.parametrize("grad", [False, True])
-def test_models_run_channels_last_and_equal_the_nchw_layers(name, channels, size, grad):
-    """The forward runs its convolutions in channels_last (a one-channel batch included, which
-    is otherwise ambiguous) and computes what the same layers give on NCHW tensors."""
-    import torch.nn.functional as F
-
-    torch.manual_seed(0)
-    model = create_model(name, channels, 10, size).double()
-    x = torch.randn(4, channels, size, size, dtype=torch.float64, requires_grad=grad)
-    formats = []
-    model.conv1.register_forward_hook(
-        lambda mod, inp, out: formats.append(out.is_contiguous(memory_format=torch.channels_last)))
-    got = model(x)
-    assert formats == [True]
-    if name == "lenet":
-        h = F.max_pool2d(F.relu(F.conv2d(x, model.conv1.weight, model.conv1.bias, padding=model.conv1.padding)), 2)
-        h = F.max_pool2d(F.relu(F.conv2d(h, model.conv2.weight, model.conv2.bias)), 2)
-    else:
-        h = model.norm(model.pool(F.relu(F.conv2d(x, model.conv1.weight, model.conv1.bias, padding=2))))
-        h = model.pool(model.norm(F.relu(F.conv2d(h, model.conv2.weight, model.conv2.bias, padding=2))))
-    h = F.relu(model.fc2(F.relu(model.fc1(h.contiguous().flatten(1)))))
-    torch.testing.assert_close(got, model.classifier(h), rtol=0, atol=1e-12)
-    if grad:
-        (gx,) = torch.autograd.grad(got.sum(), x)
-        (ref,) = torch.autograd.grad(model.classifier(h).sum(), x)
-        torch.testing.assert_close(gx, ref, rtol=0, atol=1e-12)
