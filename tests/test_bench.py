@@ -100,5 +100,5 @@ def test_convolution_bound_replays_exactly_the_parallel_paths_convolutions(monke
     times = iter([0.02, 0.005])
     monkeypatch.setattr(bench, "replay_seconds", lambda cs, repeats: next(times))
     suite = Suite(inner_batch=batch, eval_models=m, eval_steps=300, eval_images=400)
-    got = bench.conv_bound(x[:100], labels, x[100:], torch.zeros(400).long(), suite, repeats=1)
+    got = bench.conv_bound(recipe, x[:100], labels, x[100:], torch.zeros(400).long(), suite, repeats=1)
     assert got["eval20_conv_s"] == 300 * 0.02 + 400 / chunk * 0.005

@@ -45,4 +45,3 @@ def test_unknown_model_is_a_config_error():
         create_model("lenett", 1, 10, 28)
     with pytest.raises(ConfigError):
         create_model("lenet", 1, 10, 8)
-

@@ -129,14 +129,22 @@ def matmul_peak_gflops(repeats: int, n: int = 1024) -> float:
     """Median rate of an n x n float32 matrix product: what this CPU's BLAS reaches on large matmuls."""
     gen = torch.Generator().manual_seed(2)
     a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
-    a @ b  # warm-up
+
+    def four_products():
+        for _ in range(4):
+            a @ b
+    return 2 * n**3 / (_median_seconds(four_products, repeats) / 4) / 1e9
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median time of one fn() call over max(3, repeats) calls, after one warm-up call."""
+    fn()
     times = []
     for _ in range(max(3, repeats)):
         t0 = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        times.append((time.perf_counter() - t0) / 4)
-    return 2 * n**3 / statistics.median(times) / 1e9
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 _CONVOLUTIONS = (torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default)
@@ -182,16 +190,10 @@ def _replay(calls: list) -> None:
 
 def replay_seconds(calls: list, repeats: int) -> float:
     """Median time of running the recorded calls once, back to back, after one warm-up."""
-    _replay(calls)
-    times = []
-    for _ in range(max(3, repeats)):
-        t0 = time.perf_counter()
-        _replay(calls)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return _median_seconds(lambda: _replay(calls), repeats)
 
 
-def conv_bound(base_x, labels, test_x, test_y, suite: Suite, repeats: int) -> dict:
+def conv_bound(recipe: Recipe, base_x, labels, test_x, test_y, suite: Suite, repeats: int) -> dict:
     """The time the parallel path's convolutions alone need for the eval20 workload.
 
     The calls are recorded from the real parallel path and timed in isolation,
@@ -200,7 +202,6 @@ def conv_bound(base_x, labels, test_x, test_y, suite: Suite, repeats: int) -> di
     time / this time bounds its speedup here (other formulations of the same
     convolutions were measured within about a quarter of it; see the README).
     """
-    recipe = Recipe(arch="lenet", head="linear", batch_size=suite.inner_batch)
     calls, chunk = parallel_convolutions(recipe, base_x, labels, test_x, test_y, suite.eval_models)
     step_s, chunk_s = replay_seconds(calls["train"], repeats), replay_seconds(calls["test"], repeats)
     return {"eval20_conv_s": suite.eval_steps * step_s + suite.eval_images / chunk * chunk_s,
@@ -237,7 +238,7 @@ def eval20(x: torch.Tensor, y: torch.Tensor, suite: Suite, repeats: int,
     s, p, pk = statistics.median(seq), statistics.median(par), statistics.median(peak)
     gflop = eval_flops(recipe, base_x, labels, suite) / 1e9
     progress(f"eval{suite.eval_models} convolutions alone")
-    conv = conv_bound(base_x, labels, test_x, test_y, suite, repeats)
+    conv = conv_bound(recipe, base_x, labels, test_x, test_y, suite, repeats)
     return {"eval20_sequential_s": s, "eval20_parallel_s": p, "eval20_speedup": s / p,
             "eval20_max_error_difference_pct": diff,
             "eval20_gflop": gflop, "eval20_sequential_gflops": gflop / s, "eval20_parallel_gflops": gflop / p,
