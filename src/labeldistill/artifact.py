@@ -35,6 +35,10 @@ FORMAT_VERSION = 1
 TENSOR_FILE = "distilled.safetensors"
 CARD_FILE = "distilled.json"
 RECIPE_KEYS = ("arch", "head", "optimizer", "lr", "batch_size", "ridge_lambda", "head_momentum", "calibration_lr")
+# Recipe fields added later, with the value every card written before them meant.
+RECIPE_DEFAULTS = {"loss": "ce", "augment": 0}
+LOSS_TEXT = {"ce": "soft cross-entropy, mean over the minibatch of sum_c -y_c log softmax(logits)_c",
+             "mse": "squared error, mean over the minibatch and classes of (logits_c - y_c)^2 (real-valued labels)"}
 
 
 def _sha256(data: bytes) -> str:
@@ -115,10 +119,12 @@ def run_card(cfg, data, recipe, num_steps: int, kind: str, result: dict) -> dict
                       "target's preprocessing: grayscale<->colour conversion and bilinear resize to HxW",
             "normalize": "(pixels - mean) / std, per channel",
         },
-        "recipe": {**{k: getattr(recipe, k) for k in RECIPE_KEYS},
+        "recipe": {**{k: getattr(recipe, k) for k in RECIPE_KEYS + tuple(RECIPE_DEFAULTS)},
                    "learning_rate": recipe.learning_rate, "num_steps": int(num_steps),
-                   "loss": "soft cross-entropy, mean over the minibatch of sum_c -y_c log softmax(logits)_c",
-                   "minibatch": "batch_size base examples drawn without replacement at every step"},
+                   "loss_definition": LOSS_TEXT[recipe.loss],
+                   "minibatch": "batch_size base examples drawn without replacement at every step"
+                                + (f", each translated by up to {recipe.augment} pixels (edges replicated)"
+                                   if recipe.augment else "")},
         "accuracy": {"mean": result["test_accuracy_mean"], "std": result["test_accuracy_std"],
                      "num_models": len(result["test_accuracy"]), "values": result["test_accuracy"],
                      "split": "test", "seeds": result["seeds"]["test_models"]},
@@ -216,7 +222,10 @@ class DistilledDataset(torch.utils.data.Dataset):
         from .evaluate import Recipe
 
         r = self.card["recipe"]
-        return Recipe(**{k: r[k] for k in RECIPE_KEYS})
+        extra = {k: r.get(k, default) for k, default in RECIPE_DEFAULTS.items()}
+        if extra["loss"] not in LOSS_TEXT:  # cards before the loss option stored its description here
+            extra["loss"] = "ce"
+        return Recipe(**{k: r[k] for k in RECIPE_KEYS}, **extra)
 
     @property
     def accuracy(self) -> dict:
@@ -319,7 +328,9 @@ def load_distilled(path: str | Path, device: str | torch.device = "cpu") -> Dist
                         f"but 'labels' has shape {list(labels.shape)}")
     if len(img["mean"]) != img["channels"] or len(img["std"]) != img["channels"]:
         raise DataError(f"card {card_path}: mean/std need one value per channel ({img['channels']})")
-    if not bool(torch.isfinite(labels).all()) or bool((labels < 0).any()):
+    # Real-valued labels (solved labels, teacher logits) belong with the 'mse' learner only.
+    real_valued = card["recipe"].get("loss") == "mse"
+    if not bool(torch.isfinite(labels).all()) or (not real_valued and bool((labels < 0).any())):
         raise DataError(f"the soft labels in {tensor_path} hold negative or non-finite values")
     if pixels.dtype != torch.uint8 and (not bool(torch.isfinite(pixels).all()) or pixels.min() < 0 or pixels.max() > 1):
         raise DataError(f"the pixels in {tensor_path} are outside [0, 1]")

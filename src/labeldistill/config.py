@@ -21,7 +21,11 @@ from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
 
-METHODS = ("ld-rr", "ld-or2", "dd-rr", "dd-or2", "baseline", "baseline-ls", "baseline-kd")
+METHODS = ("ld-rr", "ld-or2", "dd-rr", "dd-or2", "baseline", "baseline-ls", "baseline-kd", "label-solve")
+# Methods that make labels directly (no meta-learning): their learner and number of
+# steps are chosen on the validation set, then the test models are trained.
+DIRECT_METHODS = ("baseline", "baseline-ls", "baseline-kd", "label-solve")
+LOSSES = ("ce", "mse")
 OPTIMIZERS = ("adam", "sgd", "momentum")
 
 # Inner minibatch sizes of the reference for 10, 20, 50, 100, 200, 500 base examples.
@@ -79,6 +83,31 @@ class EvalConfig:
     kd_teacher_epochs: int = 2
     kd_teacher_lr: float = 0.001
     kd_teacher_batch_size: int = 128
+    # The learner of evaluation models (every method): 'ce' trains on label distributions
+    # (the paper's), 'mse' regresses the logits onto real-valued labels (solved labels,
+    # teacher logits). `augment`: random translations by up to this many pixels (0: none).
+    loss: str = "ce"
+    augment: int = 0
+    # Direct methods with real-valued labels (label-solve, baseline-kd) under the 'ce' loss
+    # map them to distributions softmax(y / t); the t with the lowest validation error wins.
+    # Empty: kd_temperature for baseline-kd, (0.1, 0.3, 1.0) for label-solve.
+    label_temperatures: tuple[float, ...] = ()
+    # Direct methods: validation models per candidate and the steps they are measured at
+    # (empty: the reference's grid of SPEC 5).
+    num_val_models: int = 1
+    step_grid: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SolveConfig:
+    """Kernel label solving (method label-solve, SPEC 10)."""
+
+    # Random networks of the evaluation architecture whose features make the kernel.
+    num_networks: int = 32
+    # Target examples the labels are fitted to (a seeded subset; None: the whole target set).
+    target_size: int | None = 10000
+    # Ridge parameters (relative to the kernel's mean diagonal), chosen on validation.
+    ridge_lambdas: tuple[float, ...] = (0.001,)
 
 
 @dataclass(frozen=True)
@@ -92,6 +121,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    solve: SolveConfig = field(default_factory=SolveConfig)
 
     # ---- derived values -------------------------------------------------
     @property
@@ -103,7 +133,8 @@ class Config:
 
     @property
     def is_baseline(self) -> bool:
-        return self.method.startswith("baseline")
+        """A method without meta-learning (true labels, smoothing, teacher, label solving)."""
+        return self.method in DIRECT_METHODS
 
     @property
     def variant(self) -> str:
@@ -137,7 +168,7 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 
 def _section_types() -> dict[str, type]:
-    return {"data": DataConfig, "distill": DistillConfig, "evaluate": EvalConfig}
+    return {"data": DataConfig, "distill": DistillConfig, "evaluate": EvalConfig, "solve": SolveConfig}
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -443,4 +474,16 @@ def validate(cfg: Config) -> Config:
     need(e.kd_teacher_lr > 0, f"evaluate.kd_teacher_lr must be positive, got {e.kd_teacher_lr}")
     need(e.kd_teacher_batch_size >= 1,
          f"evaluate.kd_teacher_batch_size must be at least 1, got {e.kd_teacher_batch_size}")
+    need(e.loss in LOSSES, f"unknown evaluate.loss '{e.loss}'{did_you_mean(e.loss, LOSSES)}; known: {', '.join(LOSSES)}")
+    need(e.augment >= 0, f"evaluate.augment must be 0 (off) or a number of pixels, got {e.augment}")
+    need(all(t > 0 for t in e.label_temperatures),
+         f"evaluate.label_temperatures must be positive, got {list(e.label_temperatures)}")
+    need(e.num_val_models >= 1, f"evaluate.num_val_models must be at least 1, got {e.num_val_models}")
+    need(all(s >= 1 for s in e.step_grid), f"evaluate.step_grid must hold positive step counts, got {list(e.step_grid)}")
+    sv = cfg.solve
+    need(sv.num_networks >= 1, f"solve.num_networks must be at least 1, got {sv.num_networks}")
+    if sv.target_size is not None:
+        need(sv.target_size >= 1, f"solve.target_size must be positive, got {sv.target_size}")
+    need(len(sv.ridge_lambdas) >= 1 and all(x > 0 for x in sv.ridge_lambdas),
+         f"solve.ridge_lambdas must be one or more positive numbers, got {list(sv.ridge_lambdas)}")
     return cfg

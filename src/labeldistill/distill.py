@@ -16,7 +16,7 @@ import torch
 
 from . import config as config_mod
 from .config import Config
-from .data import TaskData, prepare, remap_classes
+from .data import TaskData, prepare
 from .errors import Interrupted, RunError
 from .evaluate import Recipe, accuracy_summary, step_grid, train_and_evaluate
 from .labels import one_hot, uniform_labels
@@ -54,7 +54,8 @@ def eval_recipe(cfg: Config, arch: str, optimizer: str | None = None) -> Recipe:
     return Recipe(arch=arch, head=head, optimizer=optimizer or cfg.evaluate.optimizer,
                   lr=cfg.evaluate.lr if optimizer in (None, cfg.evaluate.optimizer) else None,
                   batch_size=cfg.inner_batch_size, ridge_lambda=d.ridge_lambda,
-                  head_momentum=d.head_momentum, calibration_lr=d.calibration_lr)
+                  head_momentum=d.head_momentum, calibration_lr=d.calibration_lr,
+                  loss=cfg.evaluate.loss, augment=cfg.evaluate.augment)
 
 
 class Experiment:
@@ -122,37 +123,36 @@ class Experiment:
             out["optimizer_transfer"] = opts
         return out
 
-    # -- baselines (SPEC 5) ---------------------------------------------------
+    # -- methods without meta-learning (SPEC 5 and 10) ---------------------------
     def run_baseline(self) -> dict:
+        """Labels made directly (true, smoothed, teacher, solved); learner and steps chosen on validation."""
+        from .methods import choose_on_validation, label_candidates
+
         cfg, data = self.cfg, self.data
         t0 = time.perf_counter()
-        extra = {}
-        if cfg.method == "baseline-kd":
-            # Knowledge distillation: a teacher trained on the target set labels the base
-            # examples in the target's classes, so cross-dataset needs no class remapping.
-            from .kd import kd_labels
+        candidates, extra = label_candidates(cfg, data, self.arch)
+        if "teacher_model" in extra:
+            # Reported for context (how good the labeller is); nothing is chosen with it.
+            from .kd import accuracy
 
-            labels, extra["teacher"] = kd_labels(cfg, data, self.arch)
+            extra["teacher"]["test_accuracy"] = accuracy(extra.pop("teacher_model"), data.test_x, data.test_y)
             self._emit("teacher", **extra["teacher"])
-        else:
-            if cfg.data.source == cfg.data.target or cfg.data.source == "fake":
-                classes = data.base_original_labels
-            else:
-                classes = remap_classes(data.base_original_labels, data.num_classes)
-            extra["remapped_labels"] = classes
-            smoothing = cfg.evaluate.label_smoothing if cfg.method == "baseline-ls" else 0.0
-            labels = one_hot(classes, data.num_classes, smoothing).to(self.device)
-        grid = step_grid(cfg.data.num_base_examples)
-        val = train_and_evaluate(self.recipe, data.base_x, labels, self._seeds("val", count=1), grid[-1],
-                                 data.val_x, data.val_y, eval_steps=grid)
-        val_errors = val.errors[:, 0].tolist()
-        best = min(range(len(grid)), key=lambda i: (val_errors[i], -i))
-        num_steps = grid[best]
-        self.history = [{"num_steps": s, "val_error": e, "val_loss": l}
-                        for s, e, l in zip(grid, val_errors, val.losses[:, 0].tolist())]
-        self._emit("step_search", num_steps=num_steps, val_error=val_errors[best])
+        grid = sorted(set(cfg.evaluate.step_grid)) or step_grid(cfg.data.num_base_examples)
+        choice = choose_on_validation(self.recipe, data.base_x, candidates,
+                                      self._seeds("val", count=cfg.evaluate.num_val_models), grid,
+                                      data.val_x, data.val_y)
+        # The test models are trained the way the winning candidate was validated.
+        self.recipe = choice.recipe
+        self.history = choice.history
+        self._emit("step_search", num_steps=choice.num_steps, val_error=choice.val_error,
+                   labels=choice.candidate.name)
         self.train_seconds = time.perf_counter() - t0
-        return {"labels": labels, "num_steps": num_steps, "val_error": val_errors[best],
+        if "teacher" in extra and "temperature" in choice.candidate.info:
+            extra["teacher"]["temperature"] = choice.candidate.info["temperature"]
+        if len(candidates) > 1 or choice.candidate.info:
+            extra["label_choice"] = {"name": choice.candidate.name, "loss": choice.candidate.loss,
+                                     **choice.candidate.info, "candidates": [c.name for c in candidates]}
+        return {"labels": choice.candidate.labels, "num_steps": choice.num_steps, "val_error": choice.val_error,
                 "images": data.base_x, **extra}
 
     # -- meta-learning (SPEC 4) -----------------------------------------------
@@ -421,8 +421,12 @@ def run_experiment(cfg: Config, out: str | None = None, device: str | None = Non
         }
         if "remapped_labels" in found:
             result["base_remapped_labels"] = found["remapped_labels"]
-        if "teacher" in found:
-            result["teacher"] = found["teacher"]
+        for key in ("teacher", "solve", "label_choice"):
+            if key in found:
+                result[key] = found[key]
+        result["learner"] = {"head": exp.recipe.head, "loss": exp.recipe.loss, "augment": exp.recipe.augment,
+                             "optimizer": exp.recipe.optimizer, "lr": exp.recipe.learning_rate,
+                             "batch_size": exp.recipe.batch_size}
         if found.get("pixels") is not None:
             result["synthetic_pixels_shape"] = list(found["pixels"].shape)
         if run_dir is not None:

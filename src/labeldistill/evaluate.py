@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
 from .heads import append_ones, ridge_weights, rr_logits
-from .labels import soft_cross_entropy
 from .models import create_model
 from .stacked import stacked_forward
 
@@ -45,6 +44,13 @@ class Recipe:
     ridge_lambda: float = 1.0
     head_momentum: float = 0.99
     calibration_lr: float = 0.01
+    # 'ce': soft cross-entropy on label distributions (the paper's learner); 'mse': squared
+    # error between the logits and real-valued label vectors (kernel label solving's learner).
+    loss: str = "ce"
+    # Random translations of the base images by up to this many pixels in each direction,
+    # drawn anew at every step (0: none, the paper's learner). The labels stay those of the
+    # untranslated image; most image-distillation evaluations train with such augmentation.
+    augment: int = 0
 
     @property
     def learning_rate(self) -> float:
@@ -84,6 +90,22 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
         return cls(params, lr=lr, **kw)
 
 
+LOSSES = ("ce", "mse")
+
+
+def training_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "ce") -> torch.Tensor:
+    """Per-model training loss on a minibatch: mean over examples (and, for 'mse', classes).
+
+    Leading dimensions are models; (..., batch, C) -> (...). 'ce' is the soft
+    cross-entropy sum_c -y_c log softmax(z)_c; 'mse' is mean_c (z_c - y_c)^2.
+    """
+    if kind == "ce":
+        return -(targets * torch.log_softmax(logits, -1)).sum(-1).mean(-1)
+    if kind == "mse":
+        return (logits - targets).pow(2).mean(-1).mean(-1)
+    raise ValueError(f"unknown loss {kind!r}; known: {', '.join(LOSSES)}")
+
+
 def init_model(recipe: Recipe, seed: int, in_channels: int, num_classes: int, image_size: int):
     """A fresh model whose initialisation depends only on `seed` (on the CPU, then moved)."""
     with torch.random.fork_rng(devices=[]):
@@ -95,6 +117,33 @@ def minibatch_indices(num_examples: int, batch_size: int, num_steps: int, seed: 
     """(num_steps, batch_size) indices, each row drawn without replacement."""
     g = torch.Generator().manual_seed(seed)
     return torch.stack([torch.randperm(num_examples, generator=g)[:batch_size] for _ in range(num_steps)])
+
+
+def augment_offsets(num_steps: int, batch_size: int, shift: int, seed: int) -> torch.Tensor:
+    """(num_steps, batch_size, 2) crop offsets in [0, 2 * shift] (0 = shifted up/left by `shift`)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2 * shift + 1, (num_steps, batch_size, 2), generator=g)
+
+
+def translate(x: torch.Tensor, offsets: torch.Tensor, shift: int) -> torch.Tensor:
+    """Translate every image of x (..., C, H, W) by its own offset (..., 2), edges replicated.
+
+    The image is padded by `shift` pixels on each side (repeating its border, the
+    background on MNIST-like data) and an H x W window is cut at `offsets`.
+    """
+    lead, (c, h, w) = x.shape[:-3], x.shape[-3:]
+    flat = x.reshape(-1, c, h, w)
+    off = offsets.reshape(-1, 2).to(x.device)
+    padded = F.pad(flat, (shift, shift, shift, shift), mode="replicate")
+    rows = off[:, 0, None] + torch.arange(h, device=x.device)  # (N, H)
+    cols = off[:, 1, None] + torch.arange(w, device=x.device)  # (N, W)
+    n = torch.arange(flat.shape[0], device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[n, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+    return out.permute(0, 3, 1, 2).reshape(*lead, c, h, w)
+
+
+def _aug_seed(data_seed: int) -> int:
+    return (data_seed * 6364136223846793005 + 1442695040888963407) % (2**63 - 1)
 
 
 def _eval_steps(num_steps: int, eval_steps: Sequence[int] | None) -> list[int]:
@@ -151,6 +200,9 @@ def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_image
     batch = min(recipe.batch_size, n)
     # All minibatch indices up front, one generator per model: no host work in the loop.
     idx = torch.stack([minibatch_indices(n, batch, steps[-1], s) for s in _data_seeds(seeds)], 1).to(device)
+    if recipe.augment:
+        offsets = torch.stack([augment_offsets(steps[-1], batch, recipe.augment, _aug_seed(s))
+                               for s in _data_seeds(seeds)], 1).to(device)  # (steps, m, batch, 2)
     shared_labels = labels.dim() == 2
     stacked = stacked_forward(recipe.arch) if not buffers else None
 
@@ -185,6 +237,8 @@ def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_image
     for step in range(1, steps[-1] + 1):
         bi = idx[step - 1]  # (m, batch): inner minibatch x~', y~' of every model
         xb = base_x[bi]
+        if recipe.augment:
+            xb = translate(xb, offsets[step - 1], recipe.augment)
         yb = labels[bi] if shared_labels else torch.gather(
             labels, 1, bi[..., None].expand(-1, -1, num_classes))
         if rr:
@@ -197,7 +251,7 @@ def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_image
             logits = train_forward(xb, True)
         # Each model's loss depends only on its own parameters, so the gradient
         # of the sum is every model's own gradient.
-        loss = -(yb * torch.log_softmax(logits, -1)).sum(-1).mean(-1).sum()
+        loss = training_loss(logits, yb, recipe.loss).sum()
         opt.zero_grad(set_to_none=True)
         if rr:
             scale_opt.zero_grad(set_to_none=True)
@@ -264,9 +318,13 @@ def train_and_evaluate_sequential(
             scale = torch.ones((), device=device, dtype=base_x.dtype, requires_grad=True)
             scale_opt = torch.optim.Adam([scale], lr=recipe.calibration_lr)
         idx = minibatch_indices(n, batch, steps[-1], data_seed).to(device)
+        if recipe.augment:
+            offsets = augment_offsets(steps[-1], batch, recipe.augment, _aug_seed(data_seed)).to(device)
         k = 0
         for step in range(1, steps[-1] + 1):
             xb, yb = base_x[idx[step - 1]], lab[idx[step - 1]]
+            if recipe.augment:
+                xb = translate(xb, offsets[step - 1], recipe.augment)
             if rr:
                 phi = append_ones(model(xb, head=False))
                 with torch.no_grad():
@@ -275,7 +333,7 @@ def train_and_evaluate_sequential(
                 logits = rr_logits(phi, weights, scale)
             else:
                 logits = model(xb)
-            loss = soft_cross_entropy(logits, yb)
+            loss = training_loss(logits, yb, recipe.loss)
             opt.zero_grad(set_to_none=True)
             if rr:
                 scale_opt.zero_grad(set_to_none=True)

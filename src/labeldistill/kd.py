@@ -53,14 +53,18 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return 100.0 * float((logits_of(model, x).argmax(-1) == y).float().mean())
 
 
-def kd_labels(cfg, data, arch: str) -> tuple[torch.Tensor, dict]:
-    """Soft labels of the base examples from a teacher trained on the target set; and teacher facts."""
+def teacher_logits(cfg, data, arch: str) -> tuple[torch.Tensor, dict, torch.nn.Module]:
+    """The logits of a teacher trained on the target set for the base examples, facts about
+    the teacher (its validation accuracy) and the teacher itself."""
     e = cfg.evaluate
     teacher = train_teacher(arch, data.target_x, data.target_y, data.num_classes, epochs=e.kd_teacher_epochs,
                             batch_size=e.kd_teacher_batch_size, lr=e.kd_teacher_lr, seed=cfg.seed)
-    labels = soft_labels(logits_of(teacher, data.base_x), e.kd_temperature)
     info = {"arch": arch, "epochs": e.kd_teacher_epochs, "batch_size": e.kd_teacher_batch_size,
-            "lr": e.kd_teacher_lr, "temperature": e.kd_temperature,
-            "val_accuracy": accuracy(teacher, data.val_x, data.val_y),
-            "test_accuracy": accuracy(teacher, data.test_x, data.test_y)}
-    return labels, info
+            "lr": e.kd_teacher_lr, "val_accuracy": accuracy(teacher, data.val_x, data.val_y)}
+    return logits_of(teacher, data.base_x), info, teacher
+
+
+def kd_labels(cfg, data, arch: str) -> tuple[torch.Tensor, dict]:
+    """Soft labels softmax(teacher(x~) / T) at the configured temperature; and teacher facts."""
+    logits, info, _ = teacher_logits(cfg, data, arch)
+    return soft_labels(logits, cfg.evaluate.kd_temperature), {**info, "temperature": cfg.evaluate.kd_temperature}

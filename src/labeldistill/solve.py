@@ -1,0 +1,136 @@
+"""Kernel label solving (method `label-solve`, SPEC 10).
+
+Labels of the fixed base images S are chosen so that kernel ridge regression
+from (S, Y_S) predicts the target set's one-hot labels Y_T best:
+
+    minimise_Y_S  || Y_T - K_TS (K_SS + lam I)^-1 Y_S ||^2        (1)
+
+a linear least-squares problem (Nguyen et al., "Dataset Distillation with
+Infinitely Wide Convolutional Networks", 2021: "Label Solve"). The kernel
+comes from the evaluation architecture: k(x, x') = phi(x) . phi(x') with
+phi the concatenated penultimate features of `num_networks` randomly
+initialised networks, scaled by 1/sqrt(total features), a Monte-Carlo
+estimate of the network's infinite-width (NNGP) kernel of its last layer.
+
+With A = K_TS (K_SS + lam I)^-1 the normal equations of (1) are
+A^T A Y_S = A^T Y_T. Writing G = K_ST K_TS and B = K_ST Y_T, and
+R = K_SS + lam I (symmetric, invertible), they read R^-1 G R^-1 Y_S = R^-1 B,
+so Y_S = R G^-1 B. G (n x n) and B (n x C) are sums over the target set and
+are accumulated chunk by chunk: memory stays O(n^2 + chunk * features),
+never a target-by-target or target-by-base matrix of the whole set.
+
+KRR's own prediction K_xS R^-1 Y_S = K_xS G^-1 B does not depend on lam; lam
+only shapes the labels, and so what a finite network trained on them learns.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import ConfigError
+from .evaluate import Recipe, init_model
+from .seeding import derive_seed
+
+
+@dataclass
+class RandomFeatures:
+    """phi(x): penultimate features of `num_networks` random networks, concatenated and scaled."""
+
+    arch: str
+    num_networks: int
+    seed: int
+    in_channels: int
+    num_classes: int
+    image_size: int
+
+    def __post_init__(self):
+        if self.num_networks < 1:
+            raise ConfigError(f"solve.num_networks must be at least 1, got {self.num_networks}")
+        self.models = [init_model(Recipe(arch=self.arch), derive_seed(self.seed, "solve_net", i),
+                                  self.in_channels, self.num_classes, self.image_size).eval()
+                       for i in range(self.num_networks)]
+        self.dim = sum(m.feature_dim for m in self.models)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+        """(N, dim) float64 features of x, computed `chunk` images at a time."""
+        out = []
+        for i in range(0, x.shape[0], chunk):
+            xc = x[i:i + chunk]
+            feats = [m.to(xc.device)(xc, head=False) for m in self.models]
+            out.append(torch.cat(feats, dim=1).double())
+        return torch.cat(out) / math.sqrt(self.dim)
+
+
+def normal_equations(features, base_x: torch.Tensor, target_x: torch.Tensor, target_y: torch.Tensor,
+                     num_classes: int, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """K_SS, G = K_ST K_TS and B = K_ST Y_T (float64), the target set taken `chunk` at a time."""
+    phi_s = features(base_x)
+    k_ss = phi_s @ phi_s.T
+    n = phi_s.shape[0]
+    gram = torch.zeros(n, n, dtype=torch.float64, device=phi_s.device)
+    rhs = torch.zeros(n, num_classes, dtype=torch.float64, device=phi_s.device)
+    for i in range(0, target_x.shape[0], chunk):
+        k_ts = features(target_x[i:i + chunk], chunk) @ phi_s.T  # (chunk, n)
+        y = torch.nn.functional.one_hot(target_y[i:i + chunk], num_classes).double()
+        gram += k_ts.T @ k_ts
+        rhs += k_ts.T @ y
+    return k_ss, gram, rhs
+
+
+def solve_labels(k_ss: torch.Tensor, gram: torch.Tensor, rhs: torch.Tensor, ridge_lambda: float) -> torch.Tensor:
+    """Y_S = R G^-1 B with R = K_SS + lam * mean(diag K_SS) * I: the minimiser of (1).
+
+    `ridge_lambda` is relative to the kernel's scale (the mean of its diagonal),
+    so one value suits any number of features.
+    """
+    if not ridge_lambda > 0:
+        raise ConfigError(f"solve.ridge_lambda must be positive, got {ridge_lambda}")
+    n = k_ss.shape[0]
+    rank = int(torch.linalg.matrix_rank(gram))
+    if rank < n:
+        raise ConfigError(f"the kernel has rank {rank} on the {n} base examples, so their labels are not determined; "
+                          "use more random networks (solve.num_networks), a larger solve.target_size or fewer "
+                          "base examples")
+    scale = float(k_ss.diagonal().mean())
+    r = k_ss + ridge_lambda * scale * torch.eye(n, dtype=k_ss.dtype, device=k_ss.device)
+    alpha = torch.linalg.solve(gram, rhs)  # the KRR dual coefficients, independent of lam
+    return r @ alpha
+
+
+def krr_predict(k_xs: torch.Tensor, k_ss: torch.Tensor, labels: torch.Tensor, ridge_lambda: float) -> torch.Tensor:
+    """Kernel ridge regression from (S, labels): K_xS (K_SS + lam * mean(diag) I)^-1 Y_S."""
+    n = k_ss.shape[0]
+    scale = float(k_ss.diagonal().mean())
+    r = k_ss + ridge_lambda * scale * torch.eye(n, dtype=k_ss.dtype, device=k_ss.device)
+    return k_xs @ torch.linalg.solve(r, labels.to(k_ss.dtype))
+
+
+def label_solve(cfg, data, arch: str) -> tuple[dict[float, torch.Tensor], dict]:
+    """Solved labels of the base examples for every configured lambda, and what made them.
+
+    The kernel sees only the target set (a seeded subset of `solve.target_size`
+    examples); lambdas, temperatures and steps are chosen later on validation.
+    """
+    s = cfg.solve
+    n_target = data.target_x.shape[0]
+    size = n_target if s.target_size is None else min(s.target_size, n_target)
+    g = torch.Generator().manual_seed(derive_seed(cfg.seed, "solve_target"))
+    sel = torch.randperm(n_target, generator=g)[:size].to(data.target_x.device)
+    features = RandomFeatures(arch, s.num_networks, derive_seed(cfg.seed, "solve"), data.channels,
+                              data.num_classes, data.image_size)
+    n = data.base_x.shape[0]
+    if features.dim < n:
+        raise ConfigError(f"{s.num_networks} random networks give {features.dim} features, fewer than the {n} base "
+                          f"examples, so their labels are not determined; set solve.num_networks to at least "
+                          f"{math.ceil(n / (features.dim / s.num_networks))}")
+    if size < n:
+        raise ConfigError(f"solve.target_size={size} is smaller than the {n} base examples; use at least {n}")
+    k_ss, gram, rhs = normal_equations(features, data.base_x, data.target_x[sel], data.target_y[sel],
+                                       data.num_classes)
+    labels = {lam: solve_labels(k_ss, gram, rhs, lam).float() for lam in s.ridge_lambdas}
+    info = {"kernel": "random-features", "num_networks": s.num_networks, "features": features.dim,
+            "target_size": size, "ridge_lambdas": list(s.ridge_lambdas)}
+    return labels, info
