@@ -236,3 +236,25 @@ def test_card_records_the_learner_and_old_cards_still_load(tmp_path):
     card_path.write_text(json.dumps(card))
     old = load_distilled(tmp_path / "ls_ce")
     assert old.recipe.loss == "ce" and old.recipe.augment == 0
+
+
+def test_ld_can_start_from_a_direct_methods_labels():
+    """distill.init_labels: the labels start as the direct method's choice, which also
+    competes as the best labels of epoch 0 with its validation error and steps."""
+    import labeldistill as ld
+    from labeldistill import distill
+
+    cfg = config_mod.from_dict({"method": "ld-rr", "data": {"source": "mnist5k", "target": "mnist5k",
+                                                            "num_base_examples": 20},
+                                "distill": {"epochs": 1, "init_labels": "baseline-ls", "batch_size": 256},
+                                "evaluate": {"num_test_models": 2, "step_grid": [30, 60]}})
+    data = ld.prepare(cfg)
+    exp = distill.Experiment(cfg, data, torch.device("cpu"))
+    exp.setup_distillation()
+    smoothed = torch.nn.functional.one_hot(data.base_original_labels, 10).float() * 0.9 + 0.01
+    torch.testing.assert_close(exp.distilled.labels.detach(), smoothed)
+    assert exp.best["num_steps"] in (30, 60) and exp.best["val_error"] == exp._init_choice.val_error < 100
+    with pytest.raises(ConfigError, match="needs a label-distillation method"):
+        config_mod.with_overrides(cfg, ["method=dd-rr"])
+    with pytest.raises(ConfigError, match="unknown distill.init_labels 'teacher'"):
+        config_mod.with_overrides(cfg, ["distill.init_labels=teacher"])

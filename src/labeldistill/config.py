@@ -53,6 +53,10 @@ class DistillConfig:
     inner_batch_size: int | None = None
     inner_lr: float = 0.01
     label_lr: float = 0.001
+    # Where the labels start: 'uniform' (the paper), or the labels a direct method chooses on
+    # validation ('baseline-kd': teacher labels, 'label-solve': solved labels, 'baseline'
+    # / 'baseline-ls'); meta-learning then improves them (label distillation only).
+    init_labels: str = "uniform"
     model_lr: float = 0.001
     calibration_lr: float = 0.01
     ridge_lambda: float = 1.0
@@ -480,6 +484,12 @@ def validate(cfg: Config) -> Config:
          f"evaluate.label_temperatures must be positive, got {list(e.label_temperatures)}")
     need(e.num_val_models >= 1, f"evaluate.num_val_models must be at least 1, got {e.num_val_models}")
     need(all(s >= 1 for s in e.step_grid), f"evaluate.step_grid must hold positive step counts, got {list(e.step_grid)}")
+    inits = ("uniform",) + DIRECT_METHODS
+    need(t.init_labels in inits,
+         f"unknown distill.init_labels '{t.init_labels}'{did_you_mean(t.init_labels, inits)}; known: {', '.join(inits)}")
+    if t.init_labels != "uniform":
+        need(cfg.method.startswith("ld-"), f"distill.init_labels={t.init_labels} needs a label-distillation method "
+                                           f"(ld-rr or ld-or2), not {cfg.method}")
     sv = cfg.solve
     need(sv.num_networks >= 1, f"solve.num_networks must be at least 1, got {sv.num_networks}")
     if sv.target_size is not None:

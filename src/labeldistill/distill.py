@@ -74,6 +74,7 @@ class Experiment:
         # running loss sums, so that a checkpoint can be taken between any two steps.
         self.partial: dict | None = None
         self.stop: StopGuard = StopGuard()  # not installed: never requested
+        self._init_choice = None  # the direct method's choice when labels do not start uniform
 
     # -- helpers ------------------------------------------------------------
     def _emit(self, event: str, **info) -> None:
@@ -156,11 +157,31 @@ class Experiment:
                 "images": data.base_x, **extra}
 
     # -- meta-learning (SPEC 4) -----------------------------------------------
+    def _initial_labels(self) -> torch.Tensor:
+        """Uniform (SPEC 4), or the distribution-valued labels a direct method chooses on validation."""
+        cfg, data = self.cfg, self.data
+        self._init_choice = None
+        if cfg.distill.init_labels == "uniform":
+            return uniform_labels(data.base_x.shape[0], data.num_classes, self.device)
+        from .methods import choose_on_validation, label_candidates
+
+        direct = replace(cfg, method=cfg.distill.init_labels, evaluate=replace(cfg.evaluate, loss="ce"))
+        candidates, extra = label_candidates(direct, data, self.arch)
+        extra.pop("teacher_model", None)
+        grid = sorted(set(cfg.evaluate.step_grid)) or step_grid(cfg.data.num_base_examples)
+        recipe = replace(eval_recipe(direct, self.arch), head=self.recipe.head)
+        choice = choose_on_validation(recipe, data.base_x, candidates, self._seeds("init", count=1), grid,
+                                      data.val_x, data.val_y)
+        self._emit("initial_labels", method=cfg.distill.init_labels, labels=choice.candidate.name,
+                   num_steps=choice.num_steps, val_error=choice.val_error)
+        self._init_choice = choice
+        return choice.candidate.labels.to(self.device).clone()
+
     def setup_distillation(self) -> None:
         cfg, data = self.cfg, self.data
         t = cfg.distill
         if cfg.method.startswith("ld-"):
-            labels = uniform_labels(data.base_x.shape[0], data.num_classes, self.device)
+            labels = self._initial_labels()
             self.distilled = Distilled("labels", data.base_x, labels)
         else:
             # Image distillation: synthetic pixels uniform in [0, 1], fixed balanced one-hot labels.
@@ -182,6 +203,10 @@ class Experiment:
         self.epoch = 0
         self.best = {"val_error": math.inf, "epoch": 0, "num_steps": self.tracker.num_steps,
                      "param": self.distilled.param.detach().clone()}
+        if self._init_choice is not None:
+            # Labels that start from a direct method compete as they are (epoch 0), with the
+            # validation error and steps they were chosen with: meta-learning must beat them.
+            self.best.update(val_error=self._init_choice.val_error, num_steps=self._init_choice.num_steps)
 
     def state_dict(self) -> dict:
         return {
