@@ -213,3 +213,32 @@ def test_optimiser_figure_draws_a_repeat_once_and_names_every_rate(tmp_path, mon
     assert plots.plot_optimizers(runs, tmp_path / "opt.png").is_file()
     assert len(drawn["groups"]) == 2  # the LD-rr run and the baseline; the older LD-rr repeat is not drawn
     assert drawn["legend"] == {"momentum": "SGD+momentum (lr 0.01, 0.03)"}
+
+
+def test_methods_compared_table_separates_learners_and_times_mnist_100(tmp_path):
+    def with_learner(r, **learner):
+        r["name"] += "_" + "_".join(f"{k}{v}" for k, v in learner.items())
+        r["learner"] = {"head": "linear", "loss": "ce", "augment": 0, **learner}
+        r["train_seconds"], r["test_seconds"] = 30.0, 10.0
+        return r
+
+    write_runs(tmp_path, [
+        with_learner(fake_result("label-solve", 100, 0, [90.0, 92.0])),
+        with_learner(fake_result("label-solve", 100, 1, [94.0, 94.0])),
+        with_learner(fake_result("label-solve", 100, 0, [93.0, 95.0]), augment=2),
+        with_learner(fake_result("baseline", 100, 0, [80.0, 80.0]), head="rr"),
+        with_learner(fake_result("baseline", 100, 0, [81.0, 81.0])),
+        with_learner(fake_result("baseline-kd", 100, 0, [70.0, 72.0], source="emnist")),
+    ])
+    rep = build_report(find_runs([tmp_path]))
+    table = next(t for t in rep.tables if t.title == "Methods compared")
+    assert table.header == ["method", "mnist -> mnist 100 (lenet)", "emnist -> mnist 100 (lenet)",
+                            "seconds, mnist -> mnist 100"]
+    assert table.rows == [
+        ["label solve", "92.50 ± 1.50 (2 seeds)", "", "40"],
+        ["label solve [shifts 2px]", "94.00 ± 1.00", "", "40"],
+        ["teacher labels", "", "71.00 ± 1.00", ""],
+        ["true labels", "81.00 ± 0.00", "", "40"],
+        ["true labels [rr head]", "80.00 ± 0.00", "", "40"],
+    ]
+    assert not any(t.title == "Repeated runs" and t.rows for t in rep.tables)

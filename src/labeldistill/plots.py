@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .errors import LabelDistillError  # noqa: E402
-from .report import (METHOD_ORDER, METHOD_TITLES, OPTIMIZER_TITLES, Run, cell_summary,  # noqa: E402
+from .report import (OPTIMIZER_TITLES, Run, _methods, cell_summary, method_title,  # noqa: E402
                      main_groups, newest_first, optimizer_columns, runs_with)
 
 DPI = 110
@@ -32,7 +32,7 @@ def _slug(text: str) -> str:
 
 
 def _label(r: Run, with_pair: bool = True) -> str:
-    s = f"{METHOD_TITLES.get(r.method, r.method)}, {r['num_base_examples']} base"
+    s = f"{method_title(r.method)}, {r['num_base_examples']} base"
     if with_pair:
         s = f"{r.pair}: " + s
     return s + (f", seed {r['seed']}" if r["seed"] else "")
@@ -61,7 +61,7 @@ def plot_curves(r: Run, path: Path) -> Path | None:
         ax.set_xlabel("training steps")
         ax.set_ylabel("validation error %")
         ax.legend()
-        ax.set_title(f"{r['name']}\nstep search of the {METHOD_TITLES.get(r.method, r.method)} baseline",
+        ax.set_title(f"{r['name']}\nstep search of the {method_title(r.method)} baseline",
                      fontsize=10)
         ax.grid(alpha=0.3)
         return _save(fig, path)
@@ -181,14 +181,14 @@ def plot_accuracy_vs_examples(runs: Sequence[Run], out: Path) -> list[Path]:
         if len({r["num_base_examples"] for r in rs}) < 2:
             continue
         fig, ax = plt.subplots(figsize=(6.5, 4))
-        for m in [m for m in METHOD_ORDER if any(r.method == m for r in rs)]:
+        for m in _methods(rs):
             by_n = defaultdict(list)
             for r in rs:
                 if r.method == m:
                     by_n[r["num_base_examples"]].append(r)
             ns = sorted(by_n)
             means, stds, _ = zip(*(cell_summary(by_n[n]) for n in ns))
-            ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label=METHOD_TITLES.get(m, m))
+            ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label=method_title(m))
         ax.set_xscale("log")
         ax.set_xlabel("base examples")
         ax.set_ylabel("test accuracy %")

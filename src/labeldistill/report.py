@@ -26,9 +26,42 @@ from typing import Iterable, Sequence
 from .errors import RunError
 from .results import RESULT_FILE, read_json
 
-METHOD_ORDER = ("ld-rr", "ld-or2", "dd-rr", "dd-or2", "baseline", "baseline-ls")
+METHOD_ORDER = ("ld-rr", "ld-or2", "dd-rr", "dd-or2", "label-solve", "baseline-kd", "baseline", "baseline-ls")
 METHOD_TITLES = {"ld-rr": "LD RR", "ld-or2": "LD or2", "dd-rr": "DD RR (images)", "dd-or2": "DD or2 (images)",
-                 "baseline": "true labels", "baseline-ls": "label smoothing"}
+                 "baseline": "true labels", "baseline-ls": "label smoothing", "baseline-kd": "teacher labels",
+                 "label-solve": "label solve"}
+
+
+def method_variant(result: dict) -> str:
+    """The method and what sets its learner apart from the method's own default: a start
+    from another method's labels, another head, the mse loss, translations. Runs that
+    differ in these are different rows and columns, never repeats of one another."""
+    m = result["method"]
+    cfg = result.get("config") or {}
+    ev, di = cfg.get("evaluate") or {}, cfg.get("distill") or {}
+    learner = result.get("learner") or {}
+    parts = []
+    if di.get("init_labels", "uniform") != "uniform":
+        parts.append(f"from {METHOD_TITLES.get(di['init_labels'], di['init_labels'])}")
+    head = learner.get("head") or ev.get("head")
+    if head and head != ("rr" if m.endswith("-rr") else "linear"):
+        parts.append(f"{head} head")
+    if learner.get("loss", ev.get("loss", "ce")) == "mse":
+        parts.append("mse")
+    shift = learner.get("augment", ev.get("augment", 0))
+    if shift:
+        parts.append(f"shifts {shift}px")
+    return m if not parts else f"{m} [{', '.join(parts)}]"
+
+
+def method_title(variant: str) -> str:
+    base, _, rest = variant.partition(" [")
+    return METHOD_TITLES.get(base, base) + (f" [{rest}" if rest else "")
+
+
+def _method_rank(variant: str) -> tuple:
+    base = variant.partition(" [")[0]
+    return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), variant)
 OPTIMIZER_TITLES = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam"}
 
 
@@ -51,7 +84,8 @@ class Run:
 
     @property
     def method(self) -> str:
-        return self.result["method"]
+        """The method with its learner variant (`method_variant`)."""
+        return method_variant(self.result)
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Run]:
@@ -151,8 +185,7 @@ class Report:
 
 
 def _methods(runs: Iterable[Run]) -> list[str]:
-    present = {r.method for r in runs}
-    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+    return sorted({r.method for r in runs}, key=_method_rank)
 
 
 def newest_first(runs: Iterable[Run]) -> list[Run]:
@@ -242,7 +275,7 @@ def _main_tables(runs: list[Run]) -> list[Table]:
         for n in counts:
             rows.append([str(n)] + [_cell([r for r in rs if r["num_base_examples"] == n and r.method == m])
                                     for m in methods])
-        tables.append(Table(f"{pair} ({arch})", ["base examples"] + [METHOD_TITLES.get(m, m) for m in methods],
+        tables.append(Table(f"{pair} ({arch})", ["base examples"] + [method_title(m) for m in methods],
                             rows))
     return tables
 
@@ -258,7 +291,7 @@ def _seed_tables(runs: list[Run]) -> list[Table]:
     rows = []
     for (pair, arch, n, method, tss), by_seed in sorted(multi.items(), key=lambda kv: str(kv[0])):
         m, s = mean_std([r["test_accuracy_mean"] for r in by_seed.values()])
-        rows.append([pair, str(n), METHOD_TITLES.get(method, method)]
+        rows.append([pair, str(n), method_title(method)]
                     + [f"{by_seed[sd]['test_accuracy_mean']:.2f}" if sd in by_seed else "" for sd in seeds]
                     + [fmt(m, s)])
     return [Table("Seeds", ["pair", "base examples", "method"] + [f"seed {s}" for s in seeds]
@@ -275,7 +308,7 @@ def _repeat_tables(runs: list[Run]) -> list[Table]:
     for (pair, arch, n, method, tss, seed), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
         if len(rs) > 1:
             shown, *others = rs
-            rows.append([pair, arch, str(n), "" if tss is None else str(tss), METHOD_TITLES.get(method, method),
+            rows.append([pair, arch, str(n), "" if tss is None else str(tss), method_title(method),
                          str(seed), f"{fmt(shown['test_accuracy_mean'], shown['test_accuracy_std'])} ({shown.path})",
                          "; ".join(f"{fmt(r['test_accuracy_mean'], r['test_accuracy_std'])} ({r.path})"
                                    + ("" if _same_config(r, shown) else " [different config]") for r in others)])
@@ -299,7 +332,7 @@ def _target_set_tables(runs: list[Run]) -> list[Table]:
         rows = [[f"{size:,}"] + [_cell([r for r in rs if r.target_set_size == size and r.method == m])
                                  for m in methods] for size in sizes]
         tables.append(Table(f"Target-set size: {pair}, {n} base examples", ["target examples"]
-                            + [METHOD_TITLES.get(m, m) for m in methods], rows))
+                            + [method_title(m) for m in methods], rows))
     return tables
 
 
@@ -317,10 +350,9 @@ def _steps_tables(runs: list[Run]) -> list[Table]:
         return []
     offsets = _offsets(r["num_steps_analysis"] for r in rs)
     rows = []
-    for r in sorted(rs, key=lambda r: (r.pair, r["num_base_examples"], METHOD_ORDER.index(r.method)
-                                       if r.method in METHOD_ORDER else 99, r["seed"])):
+    for r in sorted(rs, key=lambda r: (r.pair, r["num_base_examples"], _method_rank(r.method), r["seed"])):
         a = r["num_steps_analysis"]
-        rows.append([r.pair, str(r["num_base_examples"]), METHOD_TITLES.get(r.method, r.method), str(r["seed"]),
+        rows.append([r.pair, str(r["num_base_examples"]), method_title(r.method), str(r["seed"]),
                      str(r["num_steps"])] + [fmt_summary(a.get(o)) for o in offsets])
     return [Table("Number of steps", ["pair", "base examples", "method", "seed", "best steps"]
                   + [_offset_title(o) for o in offsets], rows,
@@ -335,7 +367,7 @@ def _arch_tables(runs: list[Run]) -> list[Table]:
     rows = []
     for r in sorted(rs, key=lambda r: (r.pair, r["num_base_examples"], r.method, r["seed"])):
         t = r["architecture_transfer"]
-        rows.append([r.pair, str(r["num_base_examples"]), METHOD_TITLES.get(r.method, r.method), r["arch"],
+        rows.append([r.pair, str(r["num_base_examples"]), method_title(r.method), r["arch"],
                      str(r["seed"])] + [fmt_summary(t.get(a)) for a in archs])
     return [Table("Architecture transfer", ["pair", "base examples", "method", "learned with", "seed"]
                   + [f"test {a}" for a in archs], rows,
@@ -347,12 +379,12 @@ def _optimizer_tables(runs: list[Run]) -> list[Table]:
     if not rs:
         return []
     opts, lrs = optimizer_columns(rs)
-    key = lambda r: (r.pair, r["num_base_examples"], METHOD_ORDER.index(r.method)  # noqa: E731
-                     if r.method in METHOD_ORDER else 99, r["seed"])
+    key = lambda r: (r.pair, r["num_base_examples"], _method_rank(r.method),  # noqa: E731
+                     r["seed"])
     rows = []
     for r in sorted(rs, key=key):
         t = r["optimizer_transfer"]
-        rows.append([r.pair, str(r["num_base_examples"]), METHOD_TITLES.get(r.method, r.method), str(r["seed"]),
+        rows.append([r.pair, str(r["num_base_examples"]), method_title(r.method), str(r["seed"]),
                      fmt(r["test_accuracy_mean"], r["test_accuracy_std"])]
                     + [fmt_summary(t.get(o)) for o in opts])
     for row, r in zip(rows, sorted(rs, key=key)):  # runs that disagree on a rate carry it in their cells
@@ -374,7 +406,7 @@ def _optimizer_tables(runs: list[Run]) -> list[Table]:
             for o in opts:
                 a = r["optimizer_transfer"].get(o, {}).get("num_steps_analysis")
                 if a:
-                    rows.append([r.pair, str(r["num_base_examples"]), METHOD_TITLES.get(r.method, r.method),
+                    rows.append([r.pair, str(r["num_base_examples"]), method_title(r.method),
                                  OPTIMIZER_TITLES.get(o, o), str(r["num_steps"])]
                                 + [fmt_summary(a.get(off)) for off in offsets])
         tables.append(Table("Optimiser x number of steps", ["pair", "base examples", "method", "optimiser",
@@ -409,10 +441,39 @@ def _records(runs: list[Run]) -> list[dict]:
     return out
 
 
+def _comparison_tables(runs: list[Run]) -> list[Table]:
+    """One table for every method: rows are methods (with their learner), columns the
+    (dataset pair, architecture, base examples) settings; and the wall time (labels and
+    test together, mean over seeds) of each method at the first column with 100 base examples."""
+    rs = [r for r in runs if r.target_set_size is None]
+    columns = sorted({(r.pair, r["arch"], r["num_base_examples"]) for r in rs},
+                     key=lambda c: (c[0] != "mnist -> mnist", c[0], c[1], c[2]))
+    if len({(p, a) for p, a, _ in columns}) < 2:
+        return []  # one dataset pair: its main table already says it all
+    timed = next((c for c in columns if c[2] == 100), None)
+    rows = []
+    for m in _methods(rs):
+        row = [method_title(m)]
+        for pair, arch, n in columns:
+            row.append(_cell([r for r in rs if r.method == m and (r.pair, r["arch"], r["num_base_examples"])
+                              == (pair, arch, n)]))
+        if timed is not None:
+            cell = newest_per_setting([r for r in rs if r.method == m and
+                                       (r.pair, r["arch"], r["num_base_examples"]) == timed])
+            secs = [r["train_seconds"] + r["test_seconds"] for r in cell if "train_seconds" in r.result]
+            row.append(f"{sum(secs) / len(secs):.0f}" if secs else "")
+        rows.append(row)
+    header = ["method"] + [f"{p} {n} ({a})" for p, a, n in columns]
+    if timed is not None:
+        header.append(f"seconds, {timed[0]} {timed[2]}")
+    return [Table("Methods compared", header, rows)]
+
+
 def build_report(runs: Sequence[Run]) -> Report:
     runs = newest_first(runs)  # repeats show their newest run
     rep = Report(num_runs=len(runs))
     rep.sections = [
+        ("Methods compared", _comparison_tables(runs)),
         ("Test accuracy by dataset pair", _main_tables(runs)),
         ("Seeds", _seed_tables(runs)),
         ("Target-set size", _target_set_tables(runs)),
