@@ -512,8 +512,14 @@ def _prepare_run_dir(run_dir: RunDir, cfg: Config, resume: bool, overwrite: bool
 def _same_config(saved: dict, resolved: dict, run_dir: RunDir, what: str) -> None:
     if saved == resolved:
         return
-    changed = sorted(k for k in _flat(saved).keys() | _flat(resolved).keys()
-                     if _flat(saved).get(k) != _flat(resolved).get(k))
+    fs, fr = _flat(saved), _flat(resolved)
+    # An option added in a later version is missing from older runs' configs: those
+    # runs used its default, so a resolved config that keeps the default is the same.
+    defaults = _flat(config_mod.to_dict(Config()))
+    changed = sorted(k for k in fs.keys() | fr.keys()
+                     if fs.get(k) != fr.get(k) and not (k not in fs and k in defaults and fr[k] == defaults[k]))
+    if not changed:
+        return
     raise RunError(f"the {what} in {run_dir.path} is from a different config (differs in: {', '.join(changed)}); "
                    "resume with the same config, use another --out, or pass --overwrite to start again")
 
