@@ -17,7 +17,7 @@ import torch
 from . import config as config_mod
 from .config import Config
 from .data import TaskData, prepare, remap_classes
-from .errors import Interrupted, RunError
+from .errors import Interrupted, LabelDistillError, RunError
 from .evaluate import Recipe, accuracy_summary, step_grid, train_and_evaluate
 from .labels import one_hot, uniform_labels
 from .meta.common import Distilled
@@ -40,18 +40,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def stats_gap(cfg: Config, data: TaskData) -> int:
-    if cfg.distill.stats_gap is not None:
-        return cfg.distill.stats_gap
-    if data.target.stats_gap is not None:
-        return data.target.stats_gap
-    return 200 if cfg.data.num_base_examples > 100 else 50
-
-
 def eval_recipe(cfg: Config, arch: str, optimizer: str | None = None) -> Recipe:
+    """How the evaluation models (step search, validation, test) of `cfg` learn; the head is
+    evaluate.head or the method's own (`Config.head`)."""
     d = cfg.distill
-    head = "rr" if cfg.method.endswith("-rr") else "linear"
-    return Recipe(arch=arch, head=head, optimizer=optimizer or cfg.evaluate.optimizer,
+    return Recipe(arch=arch, head=cfg.head, optimizer=optimizer or cfg.evaluate.optimizer,
                   lr=cfg.evaluate.lr if optimizer in (None, cfg.evaluate.optimizer) else None,
                   batch_size=cfg.inner_batch_size, ridge_lambda=d.ridge_lambda,
                   head_momentum=d.head_momentum, calibration_lr=d.calibration_lr)
@@ -146,7 +139,7 @@ class Experiment:
         val = train_and_evaluate(self.recipe, data.base_x, labels, self._seeds("val", count=1), grid[-1],
                                  data.val_x, data.val_y, eval_steps=grid)
         val_errors = val.errors[:, 0].tolist()
-        best = min(range(len(grid)), key=lambda i: (val_errors[i], -i))
+        best = earliest_lowest(val_errors)
         num_steps = grid[best]
         self.history = [{"num_steps": s, "val_error": e, "val_loss": l}
                         for s, e, l in zip(grid, val_errors, val.losses[:, 0].tolist())]
@@ -176,7 +169,7 @@ class Experiment:
                                    self.device, t.model_lr, t.inner_lr)
         self.num_resets = 0
         self.learner.reset(derive_seed(cfg.seed, "online", 0))
-        self.tracker = ResetTracker(stats_gap(cfg, data))
+        self.tracker = ResetTracker(cfg.stats_gap)
         self.order_gen = generator(cfg.seed, "target_order")
         self.inner_gen = generator(cfg.seed, "inner")
         self.epoch = 0
@@ -285,7 +278,8 @@ class Experiment:
     def run_epoch(self, t0: float | None = None) -> dict:
         cfg, data = self.cfg, self.data
         n_target = data.target_x.shape[0]
-        bs, ib = cfg.distill.batch_size, cfg.inner_batch_size
+        bs = data.sizes.batch_size if data.sizes is not None else cfg.distill.batch_size
+        ib = cfg.inner_batch_size
         n_base = data.base_x.shape[0]
         if self.partial is None:
             self.partial = {"order": torch.randperm(n_target, generator=self.order_gen), "step": 0,
@@ -331,7 +325,7 @@ class Experiment:
 
     def _distill_loop(self) -> None:
         cfg = self.cfg
-        epochs = cfg.distill.epochs
+        epochs = cfg.epochs
         while self.epoch < epochs:
             if self.stop.requested:
                 self._stop()
@@ -354,6 +348,26 @@ class Experiment:
                 self._save_checkpoint()
         if self.stop.requested:
             self._stop()
+
+
+def _effective(cfg: Config, data: TaskData) -> dict:
+    """What the run used where the config left a default or asked for more than there was."""
+    out = {**data.sizes.as_dict(), "inner_batch_size": cfg.inner_batch_size}
+    if cfg.is_baseline:
+        out["step_grid"] = step_grid(cfg.data.num_base_examples)
+    else:
+        out.update(epochs=cfg.epochs, stats_gap=cfg.stats_gap)
+    return out
+
+
+def earliest_lowest(errors: list[float]) -> int:
+    """Index of the first lowest value: a later step count replaces the best only when
+    strictly lower, as in the reference's step search (SPEC 5)."""
+    best = 0
+    for i, e in enumerate(errors):
+        if e < errors[best]:
+            best = i
+    return best
 
 
 def _all_finite(obj) -> bool:
@@ -396,6 +410,12 @@ def run_experiment(cfg: Config, out: str | None = None, device: str | None = Non
                            checkpoint_epoch=checkpoint["epoch"] if checkpoint is not None else 0)
         exp = Experiment(cfg, data, dev, run_dir, progress)
         exp.stop = guard
+        for note in data.sizes.notes:
+            # Said once: logged when the run starts, only shown again when it resumes.
+            if checkpoint is None:
+                exp._emit("notice", message=note)
+            else:
+                exp.progress("notice", {"message": note})
         guard.phase = "while searching the number of steps" if cfg.is_baseline else "while distilling"
         if cfg.is_baseline:
             found = exp.run_baseline()
@@ -407,7 +427,8 @@ def run_experiment(cfg: Config, out: str | None = None, device: str | None = Non
         test_seconds = time.perf_counter() - t0
         result = {
             "name": cfg.run_name, "method": cfg.method, "source": cfg.data.source, "target": cfg.data.target,
-            "arch": exp.arch, "num_base_examples": cfg.data.num_base_examples, "seed": cfg.seed,
+            "arch": exp.arch, "head": exp.recipe.head, "num_base_examples": cfg.data.num_base_examples,
+            "seed": cfg.seed,
             **tested,
             "num_steps": found["num_steps"], "val_error": found["val_error"],
             "best_epoch": found.get("best_epoch"),
@@ -418,6 +439,7 @@ def run_experiment(cfg: Config, out: str | None = None, device: str | None = Non
             "device": str(dev), "data_origin": data.origin,
             "seeds": {"config": cfg.seed, "test_models": exp._seeds("test", count=cfg.evaluate.num_test_models)},
             "config": config_mod.to_dict(cfg),
+            "effective": _effective(cfg, data),
         }
         if "remapped_labels" in found:
             result["base_remapped_labels"] = found["remapped_labels"]
@@ -457,32 +479,40 @@ def _prepare_run_dir(run_dir: RunDir, cfg: Config, resume: bool, overwrite: bool
         raise RunError("--resume and --overwrite contradict each other: pass --resume to continue the run in "
                        f"{run_dir.path}, or --overwrite to start it again")
     _check_writable(run_dir.path)
-    resolved = config_mod.to_dict(cfg)
     if overwrite:
         return None
     if run_dir.is_finished():
         if not resume:
             raise RunError(f"{run_dir.path} holds a finished run; choose another --out or name, or pass --overwrite")
-        _same_config(run_dir.read_config(), resolved, run_dir, "run")
+        _same_config(run_dir.read_config(), cfg, run_dir, "run")
         return _FINISHED
     if not (run_dir.path / "config.json").exists():
         return None
     if not resume:
         raise RunError(f"{run_dir.path} holds an unfinished run; pass --resume to continue it or --overwrite "
                        "to start again")
-    _same_config(run_dir.read_config(), resolved, run_dir, "run")
+    _same_config(run_dir.read_config(), cfg, run_dir, "run")
     checkpoint = run_dir.load_checkpoint()
     if checkpoint is not None:
         if not isinstance(checkpoint, dict) or "config" not in checkpoint:
             raise RunError(f"{run_dir.checkpoint_path} is not a labeldistill checkpoint; delete it or start "
                            "again with --overwrite")
-        _same_config(checkpoint["config"], resolved, run_dir, "checkpoint")
+        _same_config(checkpoint["config"], cfg, run_dir, "checkpoint")
     return checkpoint
 
 
-def _same_config(saved: dict, resolved: dict, run_dir: RunDir, what: str) -> None:
+def _same_config(saved: dict, cfg: Config, run_dir: RunDir, what: str) -> None:
+    """The saved config must run the same experiment as `cfg`: equal as written, or equal once
+    defaults are resolved (a run saved with `epochs: 400` continues under a config that leaves
+    the reference's 400 to the default, and the other way round)."""
+    resolved = config_mod.to_dict(cfg)
     if saved == resolved:
         return
+    try:
+        if config_mod.effective_dict(config_mod.from_dict(saved)) == config_mod.effective_dict(cfg):
+            return
+    except LabelDistillError:  # saved by a version with other keys: report the keys that differ
+        pass
     changed = sorted(k for k in _flat(saved).keys() | _flat(resolved).keys()
                      if _flat(saved).get(k) != _flat(resolved).get(k))
     raise RunError(f"the {what} in {run_dir.path} is from a different config (differs in: {', '.join(changed)}); "
