@@ -85,3 +85,51 @@ def test_unknown_keys_in_files(tmp_path):
         C.load(p)
     with pytest.raises(ConfigError, match="not found"):
         C.load(tmp_path / "missing.yaml")
+
+
+def test_epochs_inner_batch_and_stats_gap_defaults_follow_the_reference():
+    # SPEC 4.3 and 4.4: (target, base examples) -> (epochs, inner minibatch, stats gap)
+    table = {("mnist", 10): (400, 10, 50), ("mnist", 100): (400, 50, 50), ("mnist", 200): (800, 50, 200),
+             ("cifar10", 500): (800, 50, 200), ("kmnist", 50): (400, 25, 50),
+             ("cifar100", 100): (800, 100, 100), ("cifar100", 200): (800, 100, 100),
+             ("k49", 10): (100, 10, 100), ("k49", 100): (100, 50, 100), ("k49", 200): (200, 50, 100),
+             ("k49", 500): (200, 50, 100)}
+    for (target, n), want in table.items():
+        cfg = C.apply(C.Config(), {"data.source": target, "data.target": target, "data.num_base_examples": n,
+                                   "data.balanced": False})
+        assert cfg.distill.epochs is None
+        assert (cfg.epochs, cfg.inner_batch_size, cfg.stats_gap) == want, (target, n)
+    set_ = C.apply(C.Config(), {"data.target": "cifar100", "data.source": "cifar100", "distill.epochs": 3,
+                                "distill.inner_batch_size": 20, "distill.stats_gap": 7})
+    assert (set_.epochs, set_.inner_batch_size, set_.stats_gap) == (3, 20, 7)  # what the user set wins
+
+
+def test_evaluate_head_defaults_to_the_methods_own_and_is_validated():
+    heads = {m: C.apply(C.Config(), {"method": m}).head for m in C.METHODS}
+    assert heads == {"ld-rr": "rr", "ld-or2": "linear", "dd-rr": "rr", "dd-or2": "linear", "baseline": "linear",
+                     "baseline-ls": "linear", "baseline-kd": "linear", "label-solve": "linear"}
+    assert C.with_overrides(C.Config(method="baseline"), ["evaluate.head=rr"]).head == "rr"
+    assert C.with_overrides(C.Config(method="ld-rr"), ["head=linear"]).head == "linear"
+    with pytest.raises(ConfigError, match="evaluate.head must be rr or linear.*did you mean 'rr'") as info:
+        C.with_overrides(C.Config(), ["evaluate.head=rrr"])
+    assert "\n" not in str(info.value)
+
+
+def test_legacy_baselines_take_the_head_of_their_script():
+    for token, head in (("rr", "rr"), ("or2", "linear")):
+        for smoothing, method in ((0, "baseline"), (0.1, "baseline-ls")):
+            cfg = C.from_dict({**LEGACY, "baseline": True, "label_smoothing": smoothing,
+                               "expname": f"ld_100be_50ib_baseline_mn_to_mn_bl_cnn_{token}_1234s_v0"})
+            assert (cfg.method, cfg.evaluate.head, cfg.head) == (method, head, head)
+    # Not a baseline: the method carries the head, evaluate.head stays unset.
+    assert C.from_dict({**LEGACY, "expname": "ld_100be_50ib_mn_to_mn_bl_cnn_400e_or2_1234s_v0"}).evaluate.head is None
+    # A name without the script's token (e.g. the reference's short_experiment): the method's own head.
+    assert C.from_dict({**LEGACY, "baseline": True, "expname": "short_experiment"}).head == "linear"
+
+
+def test_effective_dict_equates_a_default_with_its_value():
+    implicit = C.Config()
+    explicit = C.apply(implicit, {"distill.epochs": 400, "distill.inner_batch_size": 50, "evaluate.head": "rr"})
+    assert C.to_dict(implicit) != C.to_dict(explicit)
+    assert C.effective_dict(implicit) == C.effective_dict(explicit)
+    assert C.effective_dict(implicit) != C.effective_dict(C.apply(implicit, {"distill.epochs": 800}))

@@ -74,10 +74,13 @@ def test_prepare_real_mnist(data_root):
     assert torch.bincount(d.base_original_labels, minlength=10).tolist() == [2] * 10
     raw_x = torch.from_numpy(__import__("numpy").load(data_root / "mnist.npz")["x_train"])
     torch.testing.assert_close(d.base_pixels[:, 0], raw_x[d.base_indices].float() / 255)
-    small = prepare(C.apply(cfg, {"data.target_set_size": 2000}), root=data_root)
-    assert small.target_x.shape[0] == 2000
-    with pytest.raises(ConfigError, match="out of range"):
-        prepare(C.apply(cfg, {"data.target_set_size": 50001}), root=data_root)
+    small = prepare(C.apply(cfg, {"data.target_set_size": 2000, "distill.batch_size": 500}), root=data_root)
+    assert small.target_x.shape[0] == 2000 and small.sizes.notes == ()
+    torch.testing.assert_close(small.target_x, d.target_x[:2000])  # a prefix of the same split
+    # Above the 50,000 of the target set: clamped, as the reference's min(target_set_size, 50000), and said.
+    big = prepare(C.apply(cfg, {"data.target_set_size": 50001}), root=data_root)
+    torch.testing.assert_close(big.target_x, d.target_x)
+    assert len(big.sizes.notes) == 1 and "50001" in big.sizes.notes[0] and "50000" in big.sizes.notes[0]
 
 
 def test_prepare_cross_dataset_emnist_to_mnist(data_root):
@@ -95,3 +98,31 @@ def test_fake_source_is_noise_in_target_shape():
     d = prepare(cfg)
     assert d.base_x.shape == (10, 1, 28, 28) and torch.all(d.base_indices == -1)
     assert 0 <= d.base_pixels.min() and d.base_pixels.max() <= 1
+
+
+def _sizes(**values):
+    from labeldistill.data import split_sizes
+
+    cfg = C.apply(C.Config(), values)
+    return split_sizes(cfg, {"mnist": 60000, "cifar10": 50000, "cifar100": 50000, "k49": 232365}[cfg.data.target])
+
+
+def test_split_sizes_clamp_like_the_reference_and_say_so():
+    # (target, target_set_size) -> (effective target set, validation set): SPEC 2
+    plain = _sizes()
+    assert (plain.target_set, plain.available, plain.validation, plain.batch_size, plain.notes) == (
+        50000, 50000, 10000, 1024, ())
+    assert _sizes(**{"data.target_set_size": 50000}).notes == ()
+    for target in ("cifar10", "cifar100"):
+        s = _sizes(**{"data.source": target, "data.target": target, "data.target_set_size": 50000})
+        assert (s.target_set, s.available, s.validation) == (45000, 45000, 5000)
+        assert len(s.notes) == 1 and "target_set_size=50000" in s.notes[0] and "45000" in s.notes[0]
+    for size in (None, 50000, 1000):
+        s = _sizes(**{"data.source": "emnist", "data.target": "k49", "data.target_set_size": size})
+        assert (s.target_set, s.validation) == (209128, 23237)  # K49 always uses its whole target set
+        assert len(s.notes) == (size is not None) and all("ignored" in n for n in s.notes)
+    small = _sizes(**{"data.target_set_size": 100})
+    assert (small.target_set, small.batch_size) == (100, 100)
+    assert len(small.notes) == 1 and "batch_size=1024" in small.notes[0]
+    base = _sizes(**{"method": "baseline", "data.target_set_size": 100})
+    assert base.batch_size == 100 and base.notes == ()  # a baseline draws no target minibatches

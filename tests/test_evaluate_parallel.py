@@ -129,3 +129,21 @@ def test_shared_one_channel_input_runs_channels_last():
     out = torch.nn.functional.conv2d(h, torch.randn(12, 1, 5, 5), padding=2)
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert not out.is_contiguous()
+
+
+def test_baseline_step_grid_is_the_references():
+    from labeldistill.evaluate import step_grid
+
+    # Up to 100 base examples: after steps 10, 25, 75 and every 50 steps up to 1000 (50 and 100 too:
+    # the reference validates after ITER % 50 == 49, i.e. 50, 100, ...).
+    assert step_grid(100) == step_grid(10) == [10, 25, 50, 75, 100, 150, 200, 250, 300, 350, 400, 450, 500,
+                                                550, 600, 650, 700, 750, 800, 850, 900, 950, 1000]
+    assert step_grid(101) == step_grid(500) == [10, 25, 75, 101, 201, 301, 501, 701, 1001, 1201, 1501, 1701]
+
+
+def test_step_search_keeps_the_earliest_lowest_error():
+    from labeldistill.distill import earliest_lowest
+
+    assert earliest_lowest([5.0, 3.0, 4.0, 3.0, 3.5]) == 1  # a tie does not replace
+    assert earliest_lowest([5.0, 3.0, 2.9]) == 2  # strictly lower does
+    assert earliest_lowest([90.0, 90.0, 90.0]) == 0

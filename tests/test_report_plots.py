@@ -242,3 +242,17 @@ def test_methods_compared_table_separates_learners_and_times_mnist_100(tmp_path)
         ["true labels [rr head]", "80.00 ± 0.00", "", "40"],
     ]
     assert not any(t.title == "Repeated runs" and t.rows for t in rep.tables)
+
+
+def test_reference_runs_that_used_the_whole_target_set_are_in_the_main_tables(tmp_path):
+    """Reference files say target_set_size 50000 everywhere; what a run used decides the table."""
+    whole = {"target_set_size": 45000, "available_target_set_size": 45000}
+    write_runs(tmp_path, [
+        fake_result("ld-rr", 10, 0, [30.0], source="cifar10", target="cifar10", tss=50000, effective=whole),
+        fake_result("ld-rr", 100, 0, [60.0], source="emnist", tss=500,
+                    effective={"target_set_size": 500, "available_target_set_size": 50000}),
+    ])
+    rep = build_report(find_runs([tmp_path]))
+    assert next(t for t in rep.tables if t.title == "cifar10 -> cifar10 (lenet)").rows == [["10", "30.00 ± 0.00"]]
+    sizes = next(t for t in rep.tables if t.title.startswith("Target-set size"))
+    assert [r[0] for r in sizes.rows] == ["500"]

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from labeldistill import distill as distill_mod
-from labeldistill.config import Config, apply
+from labeldistill.config import Config, apply, to_dict
 from labeldistill.errors import Interrupted, RunError
 from labeldistill.meta.or2 import SecondOrder
 from labeldistill.meta.rr import RidgeRegression
@@ -415,3 +415,17 @@ def test_sigkill_at_various_moments(reference, tmp_path, delay):
     out, err = last.communicate(timeout=600)
     assert last.returncode == 0, err
     _assert_same_result(_result(run), reference())
+
+
+def test_resume_accepts_a_config_that_leaves_a_written_out_default_unset(tmp_path):
+    """A run saved with `epochs: 400` (an older version wrote the default out) continues under a config
+    that leaves the reference's 400 to the default, and the other way round; another value still differs."""
+    implicit = apply(Config(), {"name": "t", "data.source": "mnist5k", "data.target": "mnist5k"})
+    explicit = apply(implicit, {"distill.epochs": 400, "distill.inner_batch_size": 50})
+    for saved, now in ((explicit, implicit), (implicit, explicit)):
+        run = RunDir(tmp_path / "t")
+        run.write_config(to_dict(saved))
+        run.save_checkpoint({"config": to_dict(saved), "epoch": 1})
+        assert distill_mod._prepare_run_dir(run, now, resume=True, overwrite=False)["epoch"] == 1
+    with pytest.raises(RunError, match=r"differs in: distill\.epochs"):
+        distill_mod._prepare_run_dir(run, apply(implicit, {"distill.epochs": 800}), resume=True, overwrite=False)

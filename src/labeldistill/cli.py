@@ -130,6 +130,10 @@ class _Progress:
             self.bar.refresh()
         elif event == "step_search":
             self.bar.set_postfix({"steps": info["num_steps"], "val_err": f"{info['val_error']:.1f}"})
+        elif event == "notice":
+            # A value the run adjusted (e.g. a target_set_size above the target set): shown even
+            # without a bar, since --quiet only hides the bar; tqdm.write keeps a live bar intact.
+            self.bar.write(f"labeldistill: note: {info['message']}", file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()
@@ -138,7 +142,7 @@ class _Progress:
 def _run_one(cfg, args) -> dict:
     from .distill import run_experiment
 
-    progress = _Progress(cfg.distill.epochs if not cfg.is_baseline else 1, cfg.run_name,
+    progress = _Progress(cfg.epochs if not cfg.is_baseline else 1, cfg.run_name,
                          enabled=not args.quiet and sys.stderr.isatty())
     try:
         return run_experiment(cfg, out=args.out, device=args.device, root=args.data_root,

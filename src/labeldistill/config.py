@@ -27,9 +27,23 @@ METHODS = ("ld-rr", "ld-or2", "dd-rr", "dd-or2", "baseline", "baseline-ls", "bas
 DIRECT_METHODS = ("baseline", "baseline-ls", "baseline-kd", "label-solve")
 LOSSES = ("ce", "mse")
 OPTIMIZERS = ("adam", "sgd", "momentum")
+HEADS = ("rr", "linear")
 
 # Inner minibatch sizes of the reference for 10, 20, 50, 100, 200, 500 base examples.
 _INNER_BATCH = {10: 10, 20: 10, 50: 25, 100: 50, 200: 50, 500: 50}
+# The reference's CIFAR-100 files use an inner minibatch of 100 (one per class of its 100 base examples).
+_INNER_BATCH_CIFAR100 = 100
+
+
+def default_epochs(target: str, num_base_examples: int) -> int:
+    """The reference's epochs (SPEC 4.4): 400 up to 100 base examples, 800 above;
+    CIFAR-100 800; Kuzushiji-49 (209k target examples an epoch) 100 up to 100, 200 above."""
+    many = num_base_examples > 100
+    if target == "cifar100":
+        return 800
+    if target == "k49":
+        return 200 if many else 100
+    return 800 if many else 400
 
 
 @dataclass(frozen=True)
@@ -47,9 +61,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    epochs: int = 400
+    # None: the reference's count for the target and base-example count (`default_epochs`).
+    epochs: int | None = None
     batch_size: int = 1024
-    # None: the reference's table (10, 10, 25, 50, 50, 50 for 10..500 base examples).
+    # None: the reference's table (10, 10, 25, 50, 50, 50 for 10..500 base examples; 100 for CIFAR-100).
     inner_batch_size: int | None = None
     inner_lr: float = 0.01
     label_lr: float = 0.001
@@ -61,7 +76,7 @@ class DistillConfig:
     calibration_lr: float = 0.01
     ridge_lambda: float = 1.0
     head_momentum: float = 0.99
-    # None: 50, or 200 with more than 100 base examples, or the dataset's override.
+    # None: 50, or 200 with more than 100 base examples; 100 for CIFAR-100 and Kuzushiji-49.
     stats_gap: int | None = None
     validate_every: int = 5
     checkpoint_every: int = 1
@@ -100,6 +115,11 @@ class EvalConfig:
     # (empty: the reference's grid of SPEC 5).
     num_val_models: int = 1
     step_grid: tuple[int, ...] = ()
+    # Head of the evaluation models (step search, validation, test): 'rr' (features +
+    # global ridge-regression head + scale, SPEC 4.2) or 'linear'. None: the method's own,
+    # rr for ld-rr/dd-rr, linear otherwise. The reference trained a baseline with the head
+    # of the script that ran it (`..._rr_...` or `..._or2_...` files).
+    head: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,10 +166,37 @@ class Config:
         return self.method.split("-")[1]
 
     @property
+    def head(self) -> str:
+        """Head of the evaluation models: evaluate.head, else the method's own."""
+        if self.evaluate.head is not None:
+            return self.evaluate.head
+        return "rr" if self.method.endswith("-rr") else "linear"
+
+    @property
+    def epochs(self) -> int:
+        if self.distill.epochs is not None:
+            return self.distill.epochs
+        return default_epochs(self.data.target, self.data.num_base_examples)
+
+    @property
+    def stats_gap(self) -> int:
+        """Window and patience of the online model's resets (SPEC 4.3)."""
+        if self.distill.stats_gap is not None:
+            return self.distill.stats_gap
+        from .datasets import DATASETS
+
+        info = DATASETS.get(self.data.target)
+        if info is not None and info.stats_gap is not None:
+            return info.stats_gap
+        return 200 if self.data.num_base_examples > 100 else 50
+
+    @property
     def inner_batch_size(self) -> int:
         if self.distill.inner_batch_size is not None:
             return self.distill.inner_batch_size
         n = self.data.num_base_examples
+        if self.data.target == "cifar100":
+            return min(_INNER_BATCH_CIFAR100, n)
         for size in sorted(_INNER_BATCH):
             if n <= size:
                 return min(_INNER_BATCH[size], n)
@@ -316,6 +363,16 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return d
 
 
+def effective_dict(cfg: Config) -> dict[str, Any]:
+    """`to_dict` with the values left to defaults (None) replaced by what a run uses,
+    so that two configs that run the same experiment compare equal."""
+    d = to_dict(cfg)
+    d["distill"].update(epochs=cfg.epochs, inner_batch_size=cfg.inner_batch_size, stats_gap=cfg.stats_gap)
+    d["data"]["balanced"] = cfg.balanced
+    d["evaluate"]["head"] = cfg.head
+    return d
+
+
 def from_dict(d: Mapping[str, Any]) -> Config:
     if not isinstance(d, Mapping):
         raise ConfigError("a config file must hold a mapping of keys to values")
@@ -356,13 +413,18 @@ def from_legacy(d: Mapping[str, Any]) -> Config:
     tokens = name.split("_")
     baseline = coerce(d.get("baseline", False), bool, "baseline")
     smoothing = coerce(d.get("label_smoothing", 0) or 0, float, "label_smoothing")
+    values: dict[str, Any] = {"name": name}
     if baseline:
-        method = "baseline-ls" if smoothing > 0 else "baseline"
+        values["method"] = "baseline-ls" if smoothing > 0 else "baseline"
+        # The reference's baselines learn with the head of the script that ran them (SPEC 5).
+        if "rr" in tokens:
+            values["evaluate.head"] = "rr"
+        elif "or2" in tokens:
+            values["evaluate.head"] = "linear"
     else:
         variant = "or2" if "or2" in tokens else "rr"
         kind = "dd" if tokens and tokens[0] == "dd" else "ld"
-        method = f"{kind}-{variant}"
-    values: dict[str, Any] = {"name": name, "method": method}
+        values["method"] = f"{kind}-{variant}"
     mapping = {
         "epochs": "distill.epochs", "batch_size": "distill.batch_size",
         "inner_batch_size": "distill.inner_batch_size", "inner_lr": "distill.inner_lr",
@@ -455,7 +517,8 @@ def validate(cfg: Config) -> Config:
              "with balanced selection; use at least one per class or set data.balanced=false")
     if d.target_set_size is not None:
         need(d.target_set_size >= 1, f"data.target_set_size must be positive, got {d.target_set_size}")
-    need(t.epochs >= 1, f"distill.epochs must be at least 1, got {t.epochs}")
+    if t.epochs is not None:
+        need(t.epochs >= 1, f"distill.epochs must be at least 1, got {t.epochs}")
     need(t.batch_size >= 1, f"distill.batch_size must be at least 1, got {t.batch_size}")
     need(1 <= cfg.inner_batch_size <= d.num_base_examples,
          f"the inner batch size ({cfg.inner_batch_size}) must be between 1 and data.num_base_examples ({d.num_base_examples})")
@@ -469,6 +532,9 @@ def validate(cfg: Config) -> Config:
     need(e.num_test_models >= 1, f"evaluate.num_test_models must be at least 1, got {e.num_test_models}")
     need(0 <= e.label_smoothing < 1, f"evaluate.label_smoothing must be in [0, 1), got {e.label_smoothing}")
     need(e.batch_size >= 1, f"evaluate.batch_size must be at least 1, got {e.batch_size}")
+    if e.head is not None:
+        need(e.head in HEADS, f"evaluate.head must be rr or linear (or unset: the method's own), got '{e.head}'"
+             f"{did_you_mean(e.head, HEADS)}")
     for opt in (e.optimizer, *e.test_optimizers):
         need(opt in OPTIMIZERS, f"unknown optimizer '{opt}'{did_you_mean(opt, OPTIMIZERS)}; known: {', '.join(OPTIMIZERS)}")
     if e.lr is not None:

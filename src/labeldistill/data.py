@@ -35,6 +35,7 @@ class TaskData:
     mean: torch.Tensor  # (C, 1, 1)
     std: torch.Tensor
     origin: str = ""
+    sizes: SplitSizes | None = None  # the effective target-set, validation and batch sizes
 
     @property
     def num_classes(self) -> int:
@@ -87,8 +88,69 @@ def preprocess(images: torch.Tensor, info: DatasetInfo, device=None) -> torch.Te
 def split_train(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Random (target set, validation set) indices of a training split of size n."""
     perm = torch.randperm(n, generator=generator(seed, "split"))
-    n_val = int(n * val_fraction + 0.5)
+    n_val = validation_size(n, val_fraction)
     return perm[n_val:], perm[:n_val]
+
+
+def validation_size(n: int, val_fraction: float) -> int:
+    return int(n * val_fraction + 0.5)
+
+
+# Targets whose whole target set is always used: the reference's Kuzushiji-49 branch
+# never applies target_set_size (its files say 50000 of 209,128).
+_WHOLE_TARGET_SET = ("k49",)
+
+
+@dataclass(frozen=True)
+class SplitSizes:
+    """What a run uses of its target's training split, and what was adjusted to get there."""
+
+    target_set: int  # effective target-set size
+    available: int  # the whole target set (training split minus validation)
+    validation: int
+    batch_size: int  # effective target minibatch of the outer loop
+    notes: tuple[str, ...] = ()  # one line per value adjusted, for the run's log
+
+    def as_dict(self) -> dict:
+        return {"target_set_size": self.target_set, "available_target_set_size": self.available,
+                "validation_set_size": self.validation, "batch_size": self.batch_size}
+
+
+def split_sizes(cfg: Config, num_train: int) -> SplitSizes:
+    """The effective sizes of a run whose target has `num_train` training images.
+
+    As in the reference scripts, a target_set_size above the target set is clamped
+    to it (`min(target_set_size, 50000)` on MNIST, every reference file says 50000,
+    CIFAR ones too), Kuzushiji-49 ignores it, and the outer loop's minibatch is at
+    most the target set (a DataLoader's batch is never larger than its dataset).
+    The config keeps what the user wrote; `notes` say what was adjusted.
+    """
+    d = cfg.data
+    info = get_info(d.target)
+    validation = validation_size(num_train, info.val_fraction)
+    available = num_train - validation
+    if available < 1:
+        raise DataError(f"dataset '{d.target}' has only {num_train} training images: too few to split off a "
+                        "validation set and keep a target set")
+    size, notes = available, []
+    requested = d.target_set_size
+    if requested is not None:
+        if d.target in _WHOLE_TARGET_SET:
+            notes.append(f"data.target_set_size={requested} is ignored for '{d.target}', as in the reference: "
+                         f"its whole target set of {available} examples is used")
+        elif requested > available:
+            notes.append(f"data.target_set_size={requested} is more than the {available} target-set examples of "
+                         f"'{d.target}'; using all {available} (min(target_set_size, {available}), as the "
+                         "reference scripts do)")
+        else:
+            size = requested
+    batch = cfg.distill.batch_size
+    if batch > size:
+        if not cfg.is_baseline:  # baselines never draw target minibatches
+            notes.append(f"distill.batch_size={batch} is more than the {size}-example target set; each outer "
+                         f"step uses the whole target set ({size} examples)")
+        batch = size
+    return SplitSizes(size, available, validation, batch, tuple(notes))
 
 
 def select_balanced(labels: torch.Tensor, num: int, num_classes: int, seed: int) -> torch.Tensor:
@@ -152,15 +214,9 @@ def prepare(cfg: Config, device: torch.device | str = "cpu", root=None) -> TaskD
     def prep(images: torch.Tensor) -> torch.Tensor:
         return preprocess(images, target_info, device)
 
+    sizes = split_sizes(cfg, raw.x_train.shape[0])
     train_idx, val_idx = split_train(raw.x_train.shape[0], target_info.val_fraction, cfg.seed)
-    if d.target_set_size is not None:
-        if not 1 <= d.target_set_size <= train_idx.numel():
-            raise ConfigError(f"data.target_set_size={d.target_set_size} is out of range: '{d.target}' has "
-                              f"{train_idx.numel()} target-set examples (use 1..{train_idx.numel()})")
-        train_idx = train_idx[: d.target_set_size]
-    if cfg.distill.batch_size > train_idx.numel() and not cfg.is_baseline:
-        raise ConfigError(f"distill.batch_size={cfg.distill.batch_size} exceeds the target set "
-                          f"({train_idx.numel()} examples); lower it or enlarge data.target_set_size")
+    train_idx = train_idx[: sizes.target_set]
 
     n = d.num_base_examples
     if d.source == "fake":
@@ -185,5 +241,5 @@ def prepare(cfg: Config, device: torch.device | str = "cpu", root=None) -> TaskD
         test_x=prep(raw.x_test), test_y=raw.y_test.to(device),
         base_x=(pixels - mean) / std, base_pixels=pixels,
         base_indices=indices, base_original_labels=original,
-        mean=mean, std=std, origin=origin,
+        mean=mean, std=std, origin=origin, sizes=sizes,
     )

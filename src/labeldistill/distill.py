@@ -17,10 +17,11 @@ import torch
 from . import config as config_mod
 from .config import Config
 from .data import TaskData, prepare
-from .errors import Interrupted, RunError
+from .errors import Interrupted, LabelDistillError, RunError
 from .evaluate import Recipe, accuracy_summary, step_grid, train_and_evaluate
 from .labels import one_hot, uniform_labels
 from .meta.common import Distilled
+from .methods import choose_on_validation, earliest_lowest, label_candidates  # noqa: F401 (earliest_lowest: API)
 from .meta.or2 import SecondOrder
 from .meta.reset import ResetTracker
 from .meta.rr import RidgeRegression
@@ -40,18 +41,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def stats_gap(cfg: Config, data: TaskData) -> int:
-    if cfg.distill.stats_gap is not None:
-        return cfg.distill.stats_gap
-    if data.target.stats_gap is not None:
-        return data.target.stats_gap
-    return 200 if cfg.data.num_base_examples > 100 else 50
+def search_grid(cfg: Config) -> list[int]:
+    """Step counts at which direct methods' validation models are measured: evaluate.step_grid,
+    or the reference's grid for the number of base examples (SPEC 5)."""
+    return sorted(set(cfg.evaluate.step_grid)) or step_grid(cfg.data.num_base_examples)
 
 
 def eval_recipe(cfg: Config, arch: str, optimizer: str | None = None) -> Recipe:
+    """How the evaluation models (step search, validation, test) of `cfg` learn; the head is
+    evaluate.head or the method's own (`Config.head`)."""
     d = cfg.distill
-    head = "rr" if cfg.method.endswith("-rr") else "linear"
-    return Recipe(arch=arch, head=head, optimizer=optimizer or cfg.evaluate.optimizer,
+    return Recipe(arch=arch, head=cfg.head, optimizer=optimizer or cfg.evaluate.optimizer,
                   lr=cfg.evaluate.lr if optimizer in (None, cfg.evaluate.optimizer) else None,
                   batch_size=cfg.inner_batch_size, ridge_lambda=d.ridge_lambda,
                   head_momentum=d.head_momentum, calibration_lr=d.calibration_lr,
@@ -127,8 +127,6 @@ class Experiment:
     # -- methods without meta-learning (SPEC 5 and 10) ---------------------------
     def run_baseline(self) -> dict:
         """Labels made directly (true, smoothed, teacher, solved); learner and steps chosen on validation."""
-        from .methods import choose_on_validation, label_candidates
-
         cfg, data = self.cfg, self.data
         t0 = time.perf_counter()
         candidates, extra = label_candidates(cfg, data, self.arch)
@@ -138,7 +136,7 @@ class Experiment:
 
             extra["teacher"]["test_accuracy"] = accuracy(extra.pop("teacher_model"), data.test_x, data.test_y)
             self._emit("teacher", **extra["teacher"])
-        grid = sorted(set(cfg.evaluate.step_grid)) or step_grid(cfg.data.num_base_examples)
+        grid = search_grid(cfg)
         choice = choose_on_validation(self.recipe, data.base_x, candidates,
                                       self._seeds("val", count=cfg.evaluate.num_val_models), grid,
                                       data.val_x, data.val_y)
@@ -163,12 +161,11 @@ class Experiment:
         self._init_choice = None
         if cfg.distill.init_labels == "uniform":
             return uniform_labels(data.base_x.shape[0], data.num_classes, self.device)
-        from .methods import choose_on_validation, label_candidates
 
         direct = replace(cfg, method=cfg.distill.init_labels, evaluate=replace(cfg.evaluate, loss="ce"))
         candidates, extra = label_candidates(direct, data, self.arch)
         extra.pop("teacher_model", None)
-        grid = sorted(set(cfg.evaluate.step_grid)) or step_grid(cfg.data.num_base_examples)
+        grid = search_grid(cfg)
         recipe = replace(eval_recipe(direct, self.arch), head=self.recipe.head)
         choice = choose_on_validation(recipe, data.base_x, candidates, self._seeds("init", count=1), grid,
                                       data.val_x, data.val_y)
@@ -197,7 +194,7 @@ class Experiment:
                                    self.device, t.model_lr, t.inner_lr)
         self.num_resets = 0
         self.learner.reset(derive_seed(cfg.seed, "online", 0))
-        self.tracker = ResetTracker(stats_gap(cfg, data))
+        self.tracker = ResetTracker(cfg.stats_gap)
         self.order_gen = generator(cfg.seed, "target_order")
         self.inner_gen = generator(cfg.seed, "inner")
         self.epoch = 0
@@ -310,7 +307,8 @@ class Experiment:
     def run_epoch(self, t0: float | None = None) -> dict:
         cfg, data = self.cfg, self.data
         n_target = data.target_x.shape[0]
-        bs, ib = cfg.distill.batch_size, cfg.inner_batch_size
+        bs = data.sizes.batch_size if data.sizes is not None else cfg.distill.batch_size
+        ib = cfg.inner_batch_size
         n_base = data.base_x.shape[0]
         if self.partial is None:
             self.partial = {"order": torch.randperm(n_target, generator=self.order_gen), "step": 0,
@@ -356,7 +354,7 @@ class Experiment:
 
     def _distill_loop(self) -> None:
         cfg = self.cfg
-        epochs = cfg.distill.epochs
+        epochs = cfg.epochs
         while self.epoch < epochs:
             if self.stop.requested:
                 self._stop()
@@ -379,6 +377,16 @@ class Experiment:
                 self._save_checkpoint()
         if self.stop.requested:
             self._stop()
+
+
+def _effective(cfg: Config, data: TaskData) -> dict:
+    """What the run used where the config left a default or asked for more than there was."""
+    out = {**data.sizes.as_dict(), "inner_batch_size": cfg.inner_batch_size}
+    if cfg.is_baseline:
+        out["step_grid"] = search_grid(cfg)
+    else:
+        out.update(epochs=cfg.epochs, stats_gap=cfg.stats_gap)
+    return out
 
 
 def _all_finite(obj) -> bool:
@@ -421,6 +429,12 @@ def run_experiment(cfg: Config, out: str | None = None, device: str | None = Non
                            checkpoint_epoch=checkpoint["epoch"] if checkpoint is not None else 0)
         exp = Experiment(cfg, data, dev, run_dir, progress)
         exp.stop = guard
+        for note in data.sizes.notes:
+            # Said once: logged when the run starts, only shown again when it resumes.
+            if checkpoint is None:
+                exp._emit("notice", message=note)
+            else:
+                exp.progress("notice", {"message": note})
         guard.phase = "while searching the number of steps" if cfg.is_baseline else "while distilling"
         if cfg.is_baseline:
             found = exp.run_baseline()
@@ -432,7 +446,8 @@ def run_experiment(cfg: Config, out: str | None = None, device: str | None = Non
         test_seconds = time.perf_counter() - t0
         result = {
             "name": cfg.run_name, "method": cfg.method, "source": cfg.data.source, "target": cfg.data.target,
-            "arch": exp.arch, "num_base_examples": cfg.data.num_base_examples, "seed": cfg.seed,
+            "arch": exp.arch, "head": exp.recipe.head, "num_base_examples": cfg.data.num_base_examples,
+            "seed": cfg.seed,
             **tested,
             "num_steps": found["num_steps"], "val_error": found["val_error"],
             "best_epoch": found.get("best_epoch"),
@@ -443,6 +458,7 @@ def run_experiment(cfg: Config, out: str | None = None, device: str | None = Non
             "device": str(dev), "data_origin": data.origin,
             "seeds": {"config": cfg.seed, "test_models": exp._seeds("test", count=cfg.evaluate.num_test_models)},
             "config": config_mod.to_dict(cfg),
+            "effective": _effective(cfg, data),
         }
         if "remapped_labels" in found:
             result["base_remapped_labels"] = found["remapped_labels"]
@@ -486,40 +502,42 @@ def _prepare_run_dir(run_dir: RunDir, cfg: Config, resume: bool, overwrite: bool
         raise RunError("--resume and --overwrite contradict each other: pass --resume to continue the run in "
                        f"{run_dir.path}, or --overwrite to start it again")
     _check_writable(run_dir.path)
-    resolved = config_mod.to_dict(cfg)
     if overwrite:
         return None
     if run_dir.is_finished():
         if not resume:
             raise RunError(f"{run_dir.path} holds a finished run; choose another --out or name, or pass --overwrite")
-        _same_config(run_dir.read_config(), resolved, run_dir, "run")
+        _same_config(run_dir.read_config(), cfg, run_dir, "run")
         return _FINISHED
     if not (run_dir.path / "config.json").exists():
         return None
     if not resume:
         raise RunError(f"{run_dir.path} holds an unfinished run; pass --resume to continue it or --overwrite "
                        "to start again")
-    _same_config(run_dir.read_config(), resolved, run_dir, "run")
+    _same_config(run_dir.read_config(), cfg, run_dir, "run")
     checkpoint = run_dir.load_checkpoint()
     if checkpoint is not None:
         if not isinstance(checkpoint, dict) or "config" not in checkpoint:
             raise RunError(f"{run_dir.checkpoint_path} is not a labeldistill checkpoint; delete it or start "
                            "again with --overwrite")
-        _same_config(checkpoint["config"], resolved, run_dir, "checkpoint")
+        _same_config(checkpoint["config"], cfg, run_dir, "checkpoint")
     return checkpoint
 
 
-def _same_config(saved: dict, resolved: dict, run_dir: RunDir, what: str) -> None:
+def _same_config(saved: dict, cfg: Config, run_dir: RunDir, what: str) -> None:
+    """The saved config must run the same experiment as `cfg`: equal as written, or equal once
+    defaults are resolved (a run saved with `epochs: 400` continues under a config that leaves
+    the reference's 400 to the default, and the other way round)."""
+    resolved = config_mod.to_dict(cfg)
     if saved == resolved:
         return
-    fs, fr = _flat(saved), _flat(resolved)
-    # An option added in a later version is missing from older runs' configs: those
-    # runs used its default, so a resolved config that keeps the default is the same.
-    defaults = _flat(config_mod.to_dict(Config()))
-    changed = sorted(k for k in fs.keys() | fr.keys()
-                     if fs.get(k) != fr.get(k) and not (k not in fs and k in defaults and fr[k] == defaults[k]))
-    if not changed:
-        return
+    try:
+        if config_mod.effective_dict(config_mod.from_dict(saved)) == config_mod.effective_dict(cfg):
+            return
+    except LabelDistillError:  # saved by a version with other keys: report the keys that differ
+        pass
+    changed = sorted(k for k in _flat(saved).keys() | _flat(resolved).keys()
+                     if _flat(saved).get(k) != _flat(resolved).get(k))
     raise RunError(f"the {what} in {run_dir.path} is from a different config (differs in: {', '.join(changed)}); "
                    "resume with the same config, use another --out, or pass --overwrite to start again")
 

@@ -355,12 +355,18 @@ def train_and_evaluate_sequential(
     return EvalResult(steps, errors, losses)
 
 
+# The reference evaluates after these steps with more than 100 base examples (its
+# `ITER in {9, 24, 74, 100, 200, ...}` after step ITER + 1).
+_LARGE_STEP_GRID = (10, 25, 75, 101, 201, 301, 501, 701, 1001, 1201, 1501, 1701)
+
+
 def step_grid(num_base_examples: int) -> list[int]:
-    """Steps at which the baselines' single validation model is evaluated (SPEC 5)."""
-    grid = [10, 25, 50, 75] + list(range(100, 1001, 50))
+    """Steps at which the baselines' single validation model is evaluated (SPEC 5):
+    10, 25, 75 and every 50 steps up to 1000 (50 and 100 included), or the twelve
+    counts of `_LARGE_STEP_GRID` with more than 100 base examples."""
     if num_base_examples > 100:
-        grid += list(range(1100, 1701, 100))
-    return grid
+        return list(_LARGE_STEP_GRID)
+    return sorted({10, 25, 75, *range(50, 1001, 50)})
 
 
 def summarize(values: Sequence[float]) -> tuple[float, float]:

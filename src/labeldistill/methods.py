@@ -93,6 +93,16 @@ def label_candidates(cfg, data: TaskData, arch: str) -> tuple[list[Candidate], d
     return LABEL_MAKERS[cfg.method](cfg, replace(data, test_x=None, test_y=None), arch)
 
 
+def earliest_lowest(errors: list[float]) -> int:
+    """Index of the first lowest value: a later step count replaces the best only when
+    strictly lower, as in the reference's step search (SPEC 5)."""
+    best = 0
+    for i, e in enumerate(errors):
+        if e < errors[best]:
+            best = i
+    return best
+
+
 @dataclass
 class Choice:
     candidate: Candidate
@@ -118,7 +128,7 @@ def choose_on_validation(recipe: Recipe, base_x: torch.Tensor, candidates: Seque
         for s, e, l in zip(val.steps, errors, losses):
             history.append({"num_steps": s, "val_error": e, "val_loss": l,
                             **({"candidate": cand.name} if len(candidates) > 1 else {})})
-        i = min(range(len(errors)), key=lambda k: (errors[k], k))
+        i = earliest_lowest(errors)
         if best is None or errors[i] < best.val_error:
             best = Choice(cand, r, val.steps[i], errors[i], [])
     best.history = history

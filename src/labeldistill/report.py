@@ -80,6 +80,12 @@ class Run:
 
     @property
     def target_set_size(self):
+        """The target examples the run used, or None for the whole target set (the main tables).
+        Runs record the effective size: the reference's files say 50000 also where the target
+        set is smaller (CIFAR: 45,000), and those runs used the whole set."""
+        eff = self.result.get("effective") or {}
+        if "target_set_size" in eff and "available_target_set_size" in eff:
+            return None if eff["target_set_size"] >= eff["available_target_set_size"] else eff["target_set_size"]
         return (self.result.get("config") or {}).get("data", {}).get("target_set_size")
 
     @property
