@@ -29,12 +29,16 @@ from typing import Any
 import torch
 
 from .errors import DataError
+from .heads import RR_GRADIENTS
 
 FORMAT = "labeldistill-distilled-dataset"
 FORMAT_VERSION = 1
 TENSOR_FILE = "distilled.safetensors"
 CARD_FILE = "distilled.json"
 RECIPE_KEYS = ("arch", "head", "optimizer", "lr", "batch_size", "ridge_lambda", "head_momentum", "calibration_lr")
+# Recipe fields added after format version 1 was fixed: written always, read with the
+# value that cards without them were trained with.
+OPTIONAL_RECIPE_KEYS = {"rr_gradients": "detached"}
 
 
 def _sha256(data: bytes) -> str:
@@ -115,7 +119,7 @@ def run_card(cfg, data, recipe, num_steps: int, kind: str, result: dict) -> dict
                       "target's preprocessing: grayscale<->colour conversion and bilinear resize to HxW",
             "normalize": "(pixels - mean) / std, per channel",
         },
-        "recipe": {**{k: getattr(recipe, k) for k in RECIPE_KEYS},
+        "recipe": {**{k: getattr(recipe, k) for k in (*RECIPE_KEYS, *OPTIONAL_RECIPE_KEYS)},
                    "learning_rate": recipe.learning_rate, "num_steps": int(num_steps),
                    "loss": "soft cross-entropy, mean over the minibatch of sum_c -y_c log softmax(logits)_c",
                    "minibatch": "batch_size base examples drawn without replacement at every step"},
@@ -216,7 +220,8 @@ class DistilledDataset(torch.utils.data.Dataset):
         from .evaluate import Recipe
 
         r = self.card["recipe"]
-        return Recipe(**{k: r[k] for k in RECIPE_KEYS})
+        return Recipe(**{k: r[k] for k in RECIPE_KEYS},
+                      **{k: r.get(k, default) for k, default in OPTIONAL_RECIPE_KEYS.items()})
 
     @property
     def accuracy(self) -> dict:
@@ -271,6 +276,9 @@ def _read_card(card_path: Path) -> dict:
     missing = [k for k in RECIPE_KEYS + ("num_steps",) if k not in card["recipe"]]
     if missing:
         raise DataError(f"card {card_path} lacks recipe field(s) {', '.join(missing)}")
+    if card["recipe"].get("rr_gradients", "detached") not in RR_GRADIENTS:
+        raise DataError(f"card {card_path} has an unknown recipe rr_gradients "
+                        f"{card['recipe']['rr_gradients']!r}; known: {', '.join(RR_GRADIENTS)}")
     return card
 
 

@@ -54,7 +54,8 @@ def eval_recipe(cfg: Config, arch: str, optimizer: str | None = None) -> Recipe:
     return Recipe(arch=arch, head=head, optimizer=optimizer or cfg.evaluate.optimizer,
                   lr=cfg.evaluate.lr if optimizer in (None, cfg.evaluate.optimizer) else None,
                   batch_size=cfg.inner_batch_size, ridge_lambda=d.ridge_lambda,
-                  head_momentum=d.head_momentum, calibration_lr=d.calibration_lr)
+                  head_momentum=d.head_momentum, calibration_lr=d.calibration_lr,
+                  rr_gradients=d.rr_gradients)
 
 
 class Experiment:
