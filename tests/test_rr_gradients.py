@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from labeldistill import distill as distill_mod
-from labeldistill.artifact import load_distilled, save_artifact
+from labeldistill.artifact import evaluate_artifact, load_distilled, save_artifact
 from labeldistill.config import Config, apply
 from labeldistill.errors import DataError, Interrupted
 from labeldistill.evaluate import (Recipe, _data_seeds, init_model, minibatch_indices, train_and_evaluate,
@@ -239,6 +239,13 @@ def test_reference_run_sigint_at_a_step_then_resume_is_exact(tmp_path, monkeypat
     assert torch.equal(result["labels"], ref["labels"])
     assert result["test_accuracy"] == ref["test_accuracy"]
     assert [h["train_loss"] for h in result["history"]] == [h["train_loss"] for h in ref["history"]]
+    # the artifact's card records the mode, and its recipe reproduces the run's test models
+    ds = load_distilled(tmp_path / "t")
+    assert ds.recipe.rr_gradients == "reference"
+    assert evaluate_artifact(ds)["test_accuracy"] == result["test_accuracy"]
+    assert evaluate_artifact(ds, rr_gradients="detached")["recipe"]["rr_gradients"] == "detached"
+    with pytest.raises(DataError, match="unknown rr_gradients 'both'"):
+        evaluate_artifact(ds, rr_gradients="both")
     # and the option changes the run: the default's labels differ
     default = distill_mod.run_experiment(apply(cfg, {"distill.rr_gradients": "detached"}), handle_signals=False)
     assert not torch.equal(default["labels"], ref["labels"])

@@ -341,7 +341,8 @@ def load_distilled(path: str | Path, device: str | torch.device = "cpu") -> Dist
 def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimizer: str | None = None,
                       lr: float | None = None, head: str | None = None, batch_size: int | None = None,
                       num_steps: int | None = None, num_models: int | None = None, seed: int | None = None,
-                      root: str | None = None, device: str | torch.device = "cpu", download: bool = True) -> dict:
+                      rr_gradients: str | None = None, root: str | None = None,
+                      device: str | torch.device = "cpu", download: bool = True) -> dict:
     """Train fresh models on a distilled dataset, test them on the target's test set.
 
     Unset arguments come from the card's recipe. Without `seed`, the models use
@@ -378,6 +379,10 @@ def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimize
         if batch_size < 1:
             raise DataError(f"the batch size must be at least 1, got {batch_size}")
         changes["batch_size"] = batch_size
+    if rr_gradients is not None:
+        if rr_gradients not in RR_GRADIENTS:
+            raise DataError(f"unknown rr_gradients '{rr_gradients}'; use one of {', '.join(RR_GRADIENTS)}")
+        changes["rr_gradients"] = rr_gradients
     recipe = replace(recipe, **changes)
     steps = ds.num_steps if num_steps is None else int(num_steps)
     if steps < 1:
