@@ -63,6 +63,7 @@ def test_nested_yaml_and_overrides(tmp_path):
     (["data.source=mnsit"], "did you mean 'mnist'"),
     (["arch=lenet5"], "did you mean 'lenet'"),
     (["evaluate.optimizer=adamw"], "did you mean 'adam'"),
+    (["distill.rr_gradients=referance"], "did you mean 'reference'"),
     (["epochs"], "key=value"),
     (["data=3"], "is a section"),
 ])

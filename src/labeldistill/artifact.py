@@ -29,14 +29,16 @@ from typing import Any
 import torch
 
 from .errors import DataError
+from .heads import RR_GRADIENTS
 
 FORMAT = "labeldistill-distilled-dataset"
 FORMAT_VERSION = 1
 TENSOR_FILE = "distilled.safetensors"
 CARD_FILE = "distilled.json"
 RECIPE_KEYS = ("arch", "head", "optimizer", "lr", "batch_size", "ridge_lambda", "head_momentum", "calibration_lr")
-# Recipe fields added later, with the value every card written before them meant.
-RECIPE_DEFAULTS = {"loss": "ce", "augment": 0}
+# Recipe fields added after format version 1 was fixed: written always, read with the
+# value that cards without them were trained with.
+OPTIONAL_RECIPE_KEYS = {"rr_gradients": "detached", "loss": "ce", "augment": 0}
 LOSS_TEXT = {"ce": "soft cross-entropy, mean over the minibatch of sum_c -y_c log softmax(logits)_c",
              "mse": "squared error, mean over the minibatch and classes of (logits_c - y_c)^2 (real-valued labels)"}
 
@@ -119,7 +121,7 @@ def run_card(cfg, data, recipe, num_steps: int, kind: str, result: dict) -> dict
                       "target's preprocessing: grayscale<->colour conversion and bilinear resize to HxW",
             "normalize": "(pixels - mean) / std, per channel",
         },
-        "recipe": {**{k: getattr(recipe, k) for k in RECIPE_KEYS + tuple(RECIPE_DEFAULTS)},
+        "recipe": {**{k: getattr(recipe, k) for k in (*RECIPE_KEYS, *OPTIONAL_RECIPE_KEYS)},
                    "learning_rate": recipe.learning_rate, "num_steps": int(num_steps),
                    "loss_definition": LOSS_TEXT[recipe.loss],
                    "minibatch": "batch_size base examples drawn without replacement at every step"
@@ -222,7 +224,7 @@ class DistilledDataset(torch.utils.data.Dataset):
         from .evaluate import Recipe
 
         r = self.card["recipe"]
-        extra = {k: r.get(k, default) for k, default in RECIPE_DEFAULTS.items()}
+        extra = {k: r.get(k, default) for k, default in OPTIONAL_RECIPE_KEYS.items()}
         if extra["loss"] not in LOSS_TEXT:  # cards before the loss option stored its description here
             extra["loss"] = "ce"
         return Recipe(**{k: r[k] for k in RECIPE_KEYS}, **extra)
@@ -280,6 +282,9 @@ def _read_card(card_path: Path) -> dict:
     missing = [k for k in RECIPE_KEYS + ("num_steps",) if k not in card["recipe"]]
     if missing:
         raise DataError(f"card {card_path} lacks recipe field(s) {', '.join(missing)}")
+    if card["recipe"].get("rr_gradients", "detached") not in RR_GRADIENTS:
+        raise DataError(f"card {card_path} has an unknown recipe rr_gradients "
+                        f"{card['recipe']['rr_gradients']!r}; known: {', '.join(RR_GRADIENTS)}")
     return card
 
 
@@ -344,7 +349,8 @@ def load_distilled(path: str | Path, device: str | torch.device = "cpu") -> Dist
 def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimizer: str | None = None,
                       lr: float | None = None, head: str | None = None, batch_size: int | None = None,
                       num_steps: int | None = None, num_models: int | None = None, seed: int | None = None,
-                      root: str | None = None, device: str | torch.device = "cpu", download: bool = True) -> dict:
+                      rr_gradients: str | None = None, root: str | None = None,
+                      device: str | torch.device = "cpu", download: bool = True) -> dict:
     """Train fresh models on a distilled dataset, test them on the target's test set.
 
     Unset arguments come from the card's recipe. Without `seed`, the models use
@@ -381,6 +387,10 @@ def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimize
         if batch_size < 1:
             raise DataError(f"the batch size must be at least 1, got {batch_size}")
         changes["batch_size"] = batch_size
+    if rr_gradients is not None:
+        if rr_gradients not in RR_GRADIENTS:
+            raise DataError(f"unknown rr_gradients '{rr_gradients}'; use one of {', '.join(RR_GRADIENTS)}")
+        changes["rr_gradients"] = rr_gradients
     recipe = replace(recipe, **changes)
     steps = ds.num_steps if num_steps is None else int(num_steps)
     if steps < 1:

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], help="default: the card's recipe")
     p.add_argument("--lr", type=float, help="learning rate (default: the card's, or the optimiser's default)")
     p.add_argument("--batch-size", type=int, help="minibatch of base examples per step (default: the card's)")
+    p.add_argument("--rr-gradients", choices=["detached", "reference"],
+                   help="gradient paths of the RR head's model update (default: the card's)")
     p.add_argument("--steps", default="auto", help="training steps, or 'auto' for the card's (default: auto)")
     p.add_argument("--models", type=int, help="number of models (default: as many as the run tested)")
     p.add_argument("--seed", type=int, help="fresh model seeds derived from this (default: the run's own seeds)")
@@ -226,7 +228,7 @@ def cmd_evaluate(args) -> int:
     ds = load_distilled(args.artifact)
     r = evaluate_artifact(ds, arch=args.arch, optimizer=args.optimizer, lr=args.lr, head=args.head,
                           batch_size=args.batch_size, num_steps=steps, num_models=args.models, seed=args.seed,
-                          root=args.data_root, device=device)
+                          rr_gradients=args.rr_gradients, root=args.data_root, device=device)
     rc = r["recipe"]
     card = f" (card: {r['card_accuracy']:.2f})" if r.get("card_accuracy") is not None else ""
     print(f"{r['method']} {r['source']}->{r['target']} {r['num_examples']} examples | {rc['arch']}/{rc['head']} "

@@ -76,6 +76,11 @@ class DistillConfig:
     calibration_lr: float = 0.01
     ridge_lambda: float = 1.0
     head_momentum: float = 0.99
+    # Gradient paths of the RR head's model update, online and in evaluation models
+    # (heads.RR_GRADIENTS): 'detached' (W a constant in the model's loss) or 'reference'
+    # (the reference script's: 0.01 * W_local differentiated through the features and,
+    # while distilling, the labels after the step's label update).
+    rr_gradients: str = "detached"
     # None: 50, or 200 with more than 100 base examples; 100 for CIFAR-100 and Kuzushiji-49.
     stats_gap: int | None = None
     validate_every: int = 5
@@ -491,6 +496,7 @@ def with_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
 def validate(cfg: Config) -> Config:
     """Check values that need no data: names, ranges and sizes."""
     from .datasets import DATASETS
+    from .heads import RR_GRADIENTS
     from .models import check_arch
 
     def need(cond: bool, msg: str) -> None:
@@ -525,6 +531,8 @@ def validate(cfg: Config) -> Config:
     for key in ("inner_lr", "label_lr", "model_lr", "calibration_lr", "ridge_lambda"):
         need(getattr(t, key) > 0, f"distill.{key} must be positive, got {getattr(t, key)}")
     need(0 <= t.head_momentum < 1, f"distill.head_momentum must be in [0, 1), got {t.head_momentum}")
+    need(t.rr_gradients in RR_GRADIENTS, f"unknown distill.rr_gradients '{t.rr_gradients}'"
+         f"{did_you_mean(t.rr_gradients, RR_GRADIENTS)}; known: {', '.join(RR_GRADIENTS)}")
     if t.stats_gap is not None:
         need(t.stats_gap >= 1, f"distill.stats_gap must be at least 1, got {t.stats_gap}")
     need(t.validate_every >= 1, f"distill.validate_every must be at least 1, got {t.validate_every}")

@@ -55,7 +55,7 @@ def eval_recipe(cfg: Config, arch: str, optimizer: str | None = None) -> Recipe:
                   lr=cfg.evaluate.lr if optimizer in (None, cfg.evaluate.optimizer) else None,
                   batch_size=cfg.inner_batch_size, ridge_lambda=d.ridge_lambda,
                   head_momentum=d.head_momentum, calibration_lr=d.calibration_lr,
-                  loss=cfg.evaluate.loss, augment=cfg.evaluate.augment)
+                  loss=cfg.evaluate.loss, augment=cfg.evaluate.augment, rr_gradients=d.rr_gradients)
 
 
 class Experiment:

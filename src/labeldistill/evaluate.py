@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from .heads import append_ones, ridge_weights, rr_logits
+from .heads import append_ones, rr_logits, update_head
 from .models import create_model
 from .stacked import stacked_forward
 
@@ -51,6 +51,9 @@ class Recipe:
     # drawn anew at every step (0: none, the paper's learner). The labels stay those of the
     # untranslated image; most image-distillation evaluations train with such augmentation.
     augment: int = 0
+    # 'detached' or 'reference': whether the model's loss differentiates the global RR
+    # head's W_local part through the features (heads.RR_GRADIENTS).
+    rr_gradients: str = "detached"
 
     @property
     def learning_rate(self) -> float:
@@ -223,6 +226,7 @@ def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_image
             return vmap(_fn, in_dims=(0, 0, None, None))(params, buffers, x, head)
 
     rr = recipe.head == "rr"
+    through_head = recipe.rr_gradients == "reference"
     trainable = [p for k, p in params.items() if not (rr and k.startswith("classifier."))]
     opt = make_optimizer(recipe.optimizer, trainable, recipe.learning_rate)
     if rr:
@@ -243,9 +247,8 @@ def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_image
             labels, 1, bi[..., None].expand(-1, -1, num_classes))
         if rr:
             phi = append_ones(train_forward(xb, False))
-            with torch.no_grad():
-                w_local = ridge_weights(phi, yb, recipe.ridge_lambda)
-                weights = recipe.head_momentum * weights + (1 - recipe.head_momentum) * w_local
+            weights = update_head(weights, phi if through_head else phi.detach(), yb,
+                                  recipe.ridge_lambda, recipe.head_momentum)
             logits = rr_logits(phi, weights, scale)
         else:
             logits = train_forward(xb, True)
@@ -311,6 +314,7 @@ def train_and_evaluate_sequential(
         lab = labels if labels.dim() == 2 else labels[j]
         model = init_model(recipe, seed, base_x.shape[1], num_classes, base_x.shape[-1]).to(device, base_x.dtype)
         rr = recipe.head == "rr"
+        through_head = recipe.rr_gradients == "reference"
         trainable = [p for k, p in model.named_parameters() if not (rr and k.startswith("classifier."))]
         opt = make_optimizer(recipe.optimizer, trainable, recipe.learning_rate)
         if rr:
@@ -327,9 +331,8 @@ def train_and_evaluate_sequential(
                 xb = translate(xb, offsets[step - 1], recipe.augment)
             if rr:
                 phi = append_ones(model(xb, head=False))
-                with torch.no_grad():
-                    w_local = ridge_weights(phi, yb, recipe.ridge_lambda)
-                    weights = recipe.head_momentum * weights + (1 - recipe.head_momentum) * w_local
+                weights = update_head(weights, phi if through_head else phi.detach(), yb,
+                                      recipe.ridge_lambda, recipe.head_momentum)
                 logits = rr_logits(phi, weights, scale)
             else:
                 logits = model(xb)
