@@ -404,8 +404,11 @@ def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimize
     else:
         base = seed if seed is not None else card.get("seed", 0)
         seeds = [derive_seed(base, "evaluate", i) for i in range(count)]
-    test_x, test_y = load_test_set(card["target"], root=root, device=device, download=download)
-    info = get_info(card["target"])
+    from .data import dataset_options
+
+    opts = dataset_options((card.get("config") or {}).get("data") or {})  # how a path target was read
+    test_x, test_y = load_test_set(card["target"], root=root, device=device, download=download, **opts)
+    info = get_info(card["target"], **opts)
     if list(info.mean) != [float(v) for v in card["image"]["mean"]] or info.num_classes != ds.num_classes:
         raise DataError(f"the artifact's preprocessing or classes do not match the target dataset '{card['target']}' "
                         "of this labeldistill version")
@@ -423,13 +426,14 @@ def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimize
 
 
 def load_test_set(name: str, root: str | None = None, device: str | torch.device = "cpu",
-                  download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The target's official test split, preprocessed exactly as `data.prepare` does."""
+                  download: bool = True, **options) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target's official test split, preprocessed exactly as `data.prepare` does
+    (`options`: image_size and test_fraction of a dataset named by a path)."""
     from .data import preprocess
     from .datasets import get_info, load_raw
 
-    info = get_info(name)
-    raw = load_raw(name, root=root, download=download)
+    info = get_info(name, **options)
+    raw = load_raw(name, root=root, download=download, **options)
     if raw.x_test is None:
         raise DataError(f"dataset '{name}' has no test split to evaluate on")
     return preprocess(raw.x_test, info, device), raw.y_test.to(device)

@@ -253,6 +253,8 @@ def cmd_datasets(args) -> int:
     for name, info in sorted(DATASETS.items()):
         print(f"{name:<14} {info.num_classes:>3} classes  {info.channels}x{info.image_size}x{info.image_size}  "
               f"{info.description}")
+    print("or a path: a .npz file (x_train, y_train, x_test, y_test) or a folder DIR/CLASS/*.png "
+          "(or DIR/train/CLASS/..., DIR/test/CLASS/...); see docs/usage.md, section Data")
     return 0
 
 

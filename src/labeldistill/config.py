@@ -57,6 +57,12 @@ class DataConfig:
     target_set_size: int | None = None
     root: str | None = None
     download: bool = True
+    # Datasets named by a path (a .npz file or an image folder; see userdata.py):
+    # None keeps the data's own image size, N resizes every image to NxN.
+    image_size: int | None = None
+    # An image folder without train/ and test/ is split by class, this fraction to test
+    # (fixed seed: the same split for every run). Same default as userdata.DEFAULT_TEST_FRACTION.
+    test_fraction: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,10 @@ class Config:
         if self.name:
             return self.name
         d = self.data
-        return f"{self.method}_{d.source}_to_{d.target}_{d.num_base_examples}be_{self.seed}s"
+        from .userdata import short_name  # a dataset path becomes its file or folder name
+
+        return (f"{self.method}_{short_name(d.source)}_to_{short_name(d.target)}_{d.num_base_examples}be_"
+                f"{self.seed}s")
 
     @property
     def is_baseline(self) -> bool:
@@ -497,6 +506,7 @@ def validate(cfg: Config) -> Config:
     """Check values that need no data: names, ranges and sizes."""
     from .datasets import DATASETS
     from .heads import RR_GRADIENTS
+    from .userdata import is_path_name
     from .models import check_arch
 
     def need(cond: bool, msg: str) -> None:
@@ -506,7 +516,11 @@ def validate(cfg: Config) -> Config:
     need(cfg.method in METHODS, f"unknown method '{cfg.method}'{did_you_mean(cfg.method, METHODS)}; known: {', '.join(METHODS)}")
     for key in ("source", "target"):
         name = getattr(cfg.data, key)
-        need(name in DATASETS, f"unknown dataset '{name}' for data.{key}{did_you_mean(name, DATASETS)}; known: {', '.join(sorted(DATASETS))}")
+        if is_path_name(name):  # a dataset of the user's own; read (and checked) when a run loads it
+            need(Path(name).expanduser().exists(), f"data.{key}: no such file or folder: {name}")
+            continue
+        need(name in DATASETS, f"unknown dataset '{name}' for data.{key}{did_you_mean(name, DATASETS)}; known: "
+             f"{', '.join(sorted(DATASETS))}, or a path to a .npz file or an image folder")
     need(cfg.data.target != "fake", "data.target cannot be 'fake': fake noise is only a source of base examples")
     if cfg.arch is not None:
         check_arch(cfg.arch)
@@ -516,7 +530,15 @@ def validate(cfg: Config) -> Config:
          f"device must be auto, cpu, cuda or cuda:N (e.g. cuda:0), got '{cfg.device}'")
     d, t, e = cfg.data, cfg.distill, cfg.evaluate
     need(d.num_base_examples >= 1, f"data.num_base_examples must be at least 1, got {d.num_base_examples}")
-    num_classes = DATASETS[d.target].num_classes
+    if d.image_size is not None:
+        need(d.image_size >= 2, f"data.image_size must be at least 2 pixels (or null: the data's own size), "
+             f"got {d.image_size}")
+        need(is_path_name(d.source) or is_path_name(d.target),
+             "data.image_size applies to datasets read from a path (a .npz file or an image folder); registered "
+             "datasets keep their own size")
+    need(0 < d.test_fraction < 1, f"data.test_fraction must be between 0 and 1, got {d.test_fraction}")
+    # The classes of a path dataset are known once it is read: data.prepare checks it then.
+    num_classes = DATASETS[d.target].num_classes if d.target in DATASETS else 0
     if cfg.balanced and cfg.data.source != "fake":
         need(d.num_base_examples >= num_classes,
              f"data.num_base_examples={d.num_base_examples} is fewer than the {num_classes} classes of '{d.target}' "

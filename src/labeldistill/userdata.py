@@ -1,0 +1,333 @@
+"""Datasets outside the registry, named by a path (data.source / data.target).
+
+Two layouts are read:
+
+* a ``.npz`` file (any name) with ``x_train``, ``y_train``, ``x_test``, ``y_test``
+  -- uint8 images (N,H,W), (N,H,W,1) or (N,H,W,3), integer labels 0..K-1 -- and
+  optionally ``class_names`` (K strings);
+* a folder of class folders, either ``DIR/train/CLASS/*.png`` with
+  ``DIR/test/CLASS/...``, or just ``DIR/CLASS/*.png``, which is split into train
+  and test by a stratified ``test_fraction`` with a fixed seed (the split never
+  depends on the run's seed, so every run of the folder sees the same test set).
+
+Both produce the :class:`~labeldistill.datasets.RawData` the registry's loaders
+produce, plus a :class:`~labeldistill.datasets.DatasetInfo` read from the data:
+image size, channels, classes (sorted folder names), and the per-channel mean
+and std of the training split.  Splits, preprocessing and base selection then
+happen exactly as for registered datasets.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .datasets import DATASETS, DatasetInfo, RawData
+from .errors import DataError
+from .seeding import derive_seed
+
+__all__ = ["DEFAULT_TEST_FRACTION", "IMAGE_SUFFIXES", "is_path_name", "short_name", "load_path"]
+
+DEFAULT_TEST_FRACTION = 0.2
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# Like the MNIST-family targets: one sixth of the training split is validation.
+VAL_FRACTION = 1 / 6
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F")
+
+
+def is_path_name(name: object) -> bool:
+    """Whether a dataset name means a path: not registered, and a .npz name, a name
+    with a path separator, or an existing folder."""
+    if not isinstance(name, str) or not name or name in DATASETS:
+        return False
+    return (name.lower().endswith(".npz") or "/" in name or os.sep in name or name.startswith("~")
+            or Path(name).is_dir())
+
+
+def short_name(name: str) -> str:
+    """A file-name-safe label of a dataset name (run folders): the stem of a path."""
+    if not is_path_name(name):
+        return name
+    stem = Path(name.rstrip("/" + os.sep)).name
+    if stem.lower().endswith(".npz"):
+        stem = stem[:-4]
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem).strip("._")
+    return safe or "data"
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error(text: str) -> DataError:
+    return DataError(_one_line(text))
+
+
+# --------------------------------------------------------------------------- loading
+
+_CACHE: dict[tuple, tuple[DatasetInfo, RawData]] = {}
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+def load_path(name: str, image_size: int | None = None,
+              test_fraction: float = DEFAULT_TEST_FRACTION) -> tuple[DatasetInfo, RawData]:
+    """The info and raw data of the dataset at path `name`, cached per resolved path and options."""
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise _error(f"no such file or folder: {name}")
+    path = path.resolve()
+    key = (str(path), image_size, float(test_fraction) if not path.is_file() else None)
+    cached = _CACHE.get(key)
+    if cached is not None:  # the same data under another spelling of its path keeps that spelling as its name
+        info, raw = cached
+        return (info, raw) if info.name == name else (replace(info, name=name), replace(raw, name=name))
+    if path.is_file():
+        x_tr, y_tr, x_te, y_te, names = _read_npz(path, image_size)
+        kind = "NumPy archive"
+    else:
+        x_tr, y_tr, x_te, y_te, names = _read_folder(path, image_size, test_fraction)
+        kind = "image folder"
+    info = _info(name, kind, path, x_tr, y_tr, x_te, names)
+    raw = RawData(name=name, x_train=torch.from_numpy(np.ascontiguousarray(x_tr)),
+                  y_train=torch.from_numpy(y_tr), x_test=torch.from_numpy(np.ascontiguousarray(x_te)),
+                  y_test=torch.from_numpy(y_te), origin=str(path))
+    _CACHE[key] = (info, raw)
+    return info, raw
+
+
+def _info(name: str, kind: str, path: Path, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray,
+          names: tuple[str, ...]) -> DatasetInfo:
+    channels = 1 if x_tr.ndim == 3 else 3
+    size = x_tr.shape[1]
+    mean, std = _mean_std(x_tr)
+    if min(std) == 0:
+        raise _error(f"the training images of {path} are all one constant colour (std 0); they cannot be normalised")
+    return DatasetInfo(
+        name=name, num_classes=len(names), channels=channels, image_size=size, mean=mean, std=std,
+        val_fraction=VAL_FRACTION, stats_gap=None, source_only=False, class_names=names,
+        description=f"{kind} {path}: {len(x_tr)} train / {len(x_te)} test, {size}x{size}, "
+                    f"{'grayscale' if channels == 1 else 'colour'}, {len(names)} classes")
+
+
+def _mean_std(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std of uint8 images, in [0, 1] units, in chunks."""
+    flat = x.reshape(len(x), -1) if x.ndim == 3 else x.reshape(len(x), -1, 3)
+    channels = 1 if x.ndim == 3 else 3
+    total = np.zeros(channels)
+    squares = np.zeros(channels)
+    count = 0
+    for start in range(0, len(flat), 4096):
+        chunk = flat[start:start + 4096].astype(np.float64) / 255.0
+        chunk = chunk.reshape(-1, channels)
+        total += chunk.sum(0)
+        squares += (chunk * chunk).sum(0)
+        count += chunk.shape[0]
+    mean = total / count
+    var = np.maximum(squares / count - mean * mean, 0.0)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in np.sqrt(var))
+
+
+def _resize(img, size: int):
+    from PIL import Image
+
+    return img.resize((size, size), Image.BILINEAR)
+
+
+def _uniform(shapes: list[tuple[tuple[int, int], str]], where: Path) -> None:
+    """All (height, width) equal and square, else an error that says to set data.image_size."""
+    first, first_file = shapes[0]
+    for shape, file in shapes:
+        if shape != first:
+            raise _error(f"images in {where} have different sizes ({first[1]}x{first[0]} in {first_file}, "
+                         f"{shape[1]}x{shape[0]} in {file}); set data.image_size to resize them all to one size")
+    if first[0] != first[1]:
+        raise _error(f"images in {where} are {first[1]}x{first[0]} (width x height), not square; "
+                     "set data.image_size to resize them to a square size")
+
+
+# --------------------------------------------------------------------------- .npz
+
+
+def _read_npz(path: Path, image_size: int | None):
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # BadZipFile, ValueError, OSError, ...
+        raise _error(f"cannot read {path} as a .npz archive ({type(exc).__name__}: {exc})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise _error(f"{path} is not a .npz archive (a single array?); expected keys {', '.join(NPZ_KEYS)}")
+    try:
+        with archive:
+            missing = [k for k in NPZ_KEYS if k not in archive.files]
+            if missing:
+                raise _error(f"{path} has no {', '.join(missing)} (has {', '.join(sorted(archive.files)) or 'nothing'}); "
+                             f"a dataset archive needs {', '.join(NPZ_KEYS)}")
+            arrays = {k: archive[k] for k in NPZ_KEYS}
+            names = archive["class_names"] if "class_names" in archive.files else None
+    except DataError:
+        raise
+    except Exception as exc:
+        raise _error(f"cannot read {path} ({type(exc).__name__}: {exc})") from None
+    x_tr, y_tr = _npz_split(path, arrays["x_train"], arrays["y_train"], "train", image_size)
+    x_te, y_te = _npz_split(path, arrays["x_test"], arrays["y_test"], "test", image_size)
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise _error(f"{path}: x_train images are {x_tr.shape[1:]} but x_test images are {x_te.shape[1:]}")
+    if names is not None:
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            raise _error(f"{path}: class_names must be a 1-D array of strings, got {names.dtype} {names.shape}")
+        names = tuple(str(n) for n in names)
+        k = len(names)
+    else:
+        k = int(y_tr.max()) + 1
+    for split, y in (("train", y_tr), ("test", y_te)):
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= k:
+            raise _error(f"{path}: y_{split} has labels {lo}..{hi}, expected 0..{k - 1}"
+                         + (" (one per class_names entry)" if names is not None else " (the classes of y_train)"))
+    if names is None:
+        absent = sorted(set(range(k)) - set(np.unique(y_tr).tolist()))
+        if absent:
+            raise _error(f"{path}: y_train has labels 0..{k - 1} but no example of class(es) "
+                         f"{', '.join(map(str, absent[:10]))}; labels must be 0..K-1 with every class present")
+        names = tuple(str(i) for i in range(k))
+    if len(np.unique(y_tr)) < 2:
+        raise _error(f"{path}: y_train holds only one class; at least two classes are needed")
+    return x_tr, y_tr, x_te, y_te, names
+
+
+def _npz_split(path: Path, x: np.ndarray, y: np.ndarray, split: str, image_size: int | None):
+    if x.dtype != np.uint8:
+        raise _error(f"{path}: x_{split} has dtype {x.dtype}, expected uint8 images")
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if not (x.ndim == 3 or (x.ndim == 4 and x.shape[-1] == 3)):
+        raise _error(f"{path}: x_{split} has shape {tuple(x.shape)}, expected (N,H,W) or (N,H,W,3)")
+    if y.dtype.kind not in "iu":
+        raise _error(f"{path}: y_{split} has dtype {y.dtype}, expected integer labels (int64)")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != len(x):
+        raise _error(f"{path}: y_{split} has shape {tuple(y.shape)}, expected ({len(x)},), one label per image")
+    if len(x) == 0:
+        raise _error(f"{path}: x_{split} is empty")
+    h, w = x.shape[1:3]
+    if image_size is not None and (h, w) != (image_size, image_size):
+        from PIL import Image
+
+        x = np.stack([np.asarray(_resize(Image.fromarray(im), image_size), dtype=np.uint8) for im in x])
+    elif image_size is None and h != w:
+        raise _error(f"{path}: x_{split} images are {w}x{h} (width x height), not square; "
+                     "set data.image_size to resize them to a square size")
+    return x, y.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _read_image(path: Path, image_size: int | None) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L") if img.mode in _GRAY_MODES else img.convert("RGB")
+            if image_size is not None and img.size != (image_size, image_size):
+                img = _resize(img, image_size)
+            return np.asarray(img, dtype=np.uint8)
+    except Exception as exc:  # UnidentifiedImageError, OSError (truncated), ...
+        raise _error(f"cannot read image {path} ({type(exc).__name__}: {exc})") from None
+
+
+def _classes(folder: Path, where: str) -> list[Path]:
+    classes = _subfolders(folder)
+    if not classes:
+        if _image_files(folder):
+            raise _error(f"{folder} holds images but no class folders; put each class's images in "
+                         f"{where}/CLASS/ (class names are the folder names)")
+        raise _error(f"no class folders in {folder}; expected {where}/CLASS/*.png (or DIR/train/CLASS/... "
+                     "and DIR/test/CLASS/...)")
+    return classes
+
+
+def _read_classes(folders: list[Path], index: dict[str, int], image_size: int | None):
+    images, labels, shapes = [], [], []
+    for folder in folders:
+        files = _image_files(folder)
+        if not files:
+            raise _error(f"class folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
+        for file in files:
+            im = _read_image(file, image_size)
+            images.append(im)
+            labels.append(index[folder.name])
+            shapes.append((im.shape[:2], str(file)))
+    return images, labels, shapes
+
+
+def _read_folder(path: Path, image_size: int | None, test_fraction: float):
+    top = {p.name for p in _subfolders(path)}
+    if "train" in top or "test" in top:
+        if not {"train", "test"} <= top:
+            have, lack = ("train", "test") if "train" in top else ("test", "train")
+            raise _error(f"{path} has {have}/ but no {lack}/; give both {path}/train/CLASS/... and "
+                         f"{path}/test/CLASS/..., or put the class folders directly in {path} to split them "
+                         "by data.test_fraction")
+        train_classes = _classes(path / "train", f"{path}/train")
+        test_classes = _classes(path / "test", f"{path}/test")
+        names = [p.name for p in train_classes]
+        unknown = [p.name for p in test_classes if p.name not in names]
+        if unknown:
+            raise _error(f"{path}/test has class folder(s) {', '.join(unknown[:5])} that {path}/train lacks")
+    else:
+        train_classes = _classes(path, str(path))
+        test_classes = []
+        names = [p.name for p in train_classes]
+    if len(names) < 2:
+        raise _error(f"{path} has only one class folder ({names[0]}); at least two classes are needed")
+    index = {n: i for i, n in enumerate(names)}
+    images, labels, shapes = _read_classes(train_classes, index, image_size)
+    test_images, test_labels, test_shapes = _read_classes(test_classes, index, image_size)
+    all_images = images + test_images
+    _uniform(shapes + test_shapes, path)
+    channels = 3 if any(im.ndim == 3 for im in all_images) else 1
+    if channels == 3:  # a colour dataset: grayscale files become three equal channels
+        all_images = [np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im for im in all_images]
+    x = np.stack(all_images)
+    y = np.asarray(labels + test_labels, dtype=np.int64)
+    n_train = len(images)
+    if test_classes:
+        return x[:n_train], y[:n_train], x[n_train:], y[n_train:], tuple(names)
+    train_idx, test_idx = stratified_split(y, test_fraction)
+    if len(test_idx) == 0:
+        raise _error(f"{path} has too few images for a test split with data.test_fraction={test_fraction}; "
+                     "add images, raise the fraction, or give train/ and test/ folders")
+    return x[train_idx], y[train_idx], x[test_idx], y[test_idx], tuple(names)
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices, each sorted: round(n_c * test_fraction) of each class's n_c
+    images go to test (at most n_c - 1), chosen with a fixed seed so the split is stable."""
+    rng = np.random.default_rng(derive_seed(0, "userdata", "test-split"))
+    test: list[int] = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = min(int(len(idx) * test_fraction + 0.5), len(idx) - 1)
+        test.extend(rng.permutation(idx)[:k].tolist())
+    test_idx = np.asarray(sorted(test), dtype=np.int64)
+    train_idx = np.setdiff1d(np.arange(len(labels)), test_idx)
+    return train_idx, test_idx
