@@ -239,35 +239,48 @@ def test_bad_missing_path(tmp_path, capsys):
 # --------------------------------------------------------------------------- acceptance
 
 
-@pytest.mark.skipif(not MNIST.is_file(), reason=f"needs real MNIST digits at {MNIST}")
-def test_run_on_a_folder_of_mnist_pngs_and_the_same_npz(tmp_path, capsys, monkeypatch):
-    """Real digits as DIR/{train,test}/{0..9}/*.png run to a result and an artifact; the
-    same digits as an .npz of another name pick the same base images for the same seed."""
-    monkeypatch.chdir(tmp_path)
+@pytest.fixture(scope="module")
+def mnist_runs(tmp_path_factory):
+    """Real digits as DIR/{train,test}/{0..9}/*.png and the same digits as an .npz of another
+    name, each run by `labeldistill run` (ld-rr and the quickstart's baseline) to a result and
+    an artifact; returns the folder that holds them (runs_digits/, runs_same_digits.npz/)."""
+    if not MNIST.is_file():
+        pytest.skip(f"needs real MNIST digits at {MNIST}")
+    base = tmp_path_factory.mktemp("mnist_runs")
     with np.load(MNIST) as f:
         x_tr, y_tr, x_te, y_te = f["x_train"][:240], f["y_train"][:240], f["x_test"][:60], f["y_test"][:60]
+    # files sorted by name within a class folder, classes in sorted order: the .npz holds the same order
     order_tr, order_te = np.argsort(y_tr, kind="stable"), np.argsort(y_te, kind="stable")
     for split, xs, ys in (("train", x_tr[order_tr], y_tr[order_tr]), ("test", x_te[order_te], y_te[order_te])):
         for i, (im, label) in enumerate(zip(xs, ys)):
-            save_png(tmp_path / "digits" / split / str(int(label)) / f"{i:04d}.png", im)
-    np.savez_compressed(tmp_path / "same_digits.npz", x_train=x_tr[order_tr], y_train=y_tr[order_tr].astype(np.int64),
+            save_png(base / "digits" / split / str(int(label)) / f"{i:04d}.png", im)
+    np.savez_compressed(base / "same_digits.npz", x_train=x_tr[order_tr], y_train=y_tr[order_tr].astype(np.int64),
                         x_test=x_te[order_te], y_test=y_te[order_te].astype(np.int64))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(base)
+        for name in ("digits", "same_digits.npz"):
+            code = cli.main(["run", "--quiet", "--out", "runs", "--set", f"data.source={name}",
+                             "--set", f"data.target={name}", "--set", "method=ld-rr", "--set", "epochs=2",
+                             "--set", "num_base_examples=20", "--set", "evaluate.num_test_models=2",
+                             "--set", "distill.batch_size=64", "--set", "seed=3"])
+            assert code == 0
+            (base / "runs").rename(base / f"runs_{name}")
+    return base
+
+
+def test_run_on_a_folder_of_mnist_pngs_and_the_same_npz(mnist_runs, monkeypatch):
+    """The acceptance test: a folder of PNG digits runs to a result and an artifact, and the
+    same digits as an .npz pick the same base images for the same seed."""
+    monkeypatch.chdir(mnist_runs)
     results = {}
     for name in ("digits", "same_digits.npz"):
-        code = cli.main(["run", "--quiet", "--out", "runs", "--set", f"data.source={name}",
-                         "--set", f"data.target={name}", "--set", "method=ld-rr", "--set", "epochs=2",
-                         "--set", "num_base_examples=20", "--set", "evaluate.num_test_models=2",
-                         "--set", "distill.batch_size=64", "--set", "seed=3"])
-        out = capsys.readouterr()
-        assert code == 0, out.err
-        run = tmp_path / "runs" / f"quickstart_ld-rr"
+        run = mnist_runs / f"runs_{name}" / "quickstart_ld-rr"
         result = json.loads((run / "result.json").read_text())
         card = json.loads((run / "distilled.json").read_text())
         assert result["target"] == name and card["target"] == name
         assert card["class_names"] == [str(i) for i in range(10)]
         assert 0 <= result["test_accuracy_mean"] <= 100 and len(result["test_accuracy"]) == 2
         results[name] = result
-        (tmp_path / "runs").rename(tmp_path / f"runs_{name}")
     a, b = results["digits"], results["same_digits.npz"]
     assert a["base_indices"] == b["base_indices"]
     assert a["base_original_labels"] == b["base_original_labels"]
@@ -277,5 +290,15 @@ def test_run_on_a_folder_of_mnist_pngs_and_the_same_npz(tmp_path, capsys, monkey
     # the artifact evaluates again on the folder's own test split
     from labeldistill.artifact import evaluate_artifact, load_distilled
 
-    again = evaluate_artifact(load_distilled(tmp_path / "runs_digits" / "quickstart_ld-rr"), num_models=1)
+    again = evaluate_artifact(load_distilled(mnist_runs / "runs_digits" / "quickstart_ld-rr"), num_models=1)
     assert again["target"] == "digits" and 0 <= again["test_accuracy_mean"] <= 100
+
+
+@pytest.mark.slow
+def test_report_and_figures_of_a_folder_run(mnist_runs, monkeypatch):
+    monkeypatch.chdir(mnist_runs)
+    assert cli.main(["report", "runs_digits", "--out", "report"]) == 0
+    assert "digits" in (mnist_runs / "report" / "report.md").read_text()
+    # the labels figure draws the base images, read again from the folder
+    assert cli.main(["plot", "runs_digits/quickstart_ld-rr", "--out", "figures"]) == 0
+    assert any("label" in p.name for p in (mnist_runs / "figures").rglob("*.png"))
