@@ -107,6 +107,18 @@ def test_colour_folder_resized(tmp_path):
     assert raw.x_train.shape[0] + raw.x_test.shape[0] == 9
 
 
+def test_gray_palette_images_stay_grayscale(tmp_path):
+    from PIL import Image
+
+    gray = images(4, size=6, seed=7)
+    for i, im in enumerate(gray):
+        for cls in ("a", "b"):
+            (tmp_path / "d" / cls).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(im).convert("P").save(tmp_path / "d" / cls / f"{i}.gif")
+    raw = ds.load_raw(str(tmp_path / "d"), test_fraction=0.25)
+    assert ds.get_info(str(tmp_path / "d"), test_fraction=0.25).channels == 1 and raw.x_train.shape[1:] == (6, 6)
+
+
 def test_npz_any_name(tmp_path):
     x, y = images(12, size=6), np.arange(12) % 3
     path = tmp_path / "my data.npz"

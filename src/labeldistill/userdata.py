@@ -246,12 +246,18 @@ def _read_image(path: Path, image_size: int | None) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
-            img = img.convert("L") if img.mode in _GRAY_MODES else img.convert("RGB")
+            mode = img.mode
+            img = img.convert("L") if mode in _GRAY_MODES else img.convert("RGB")
             if image_size is not None and img.size != (image_size, image_size):
                 img = _resize(img, image_size)
-            return np.asarray(img, dtype=np.uint8)
+            array = np.asarray(img, dtype=np.uint8)
     except Exception as exc:  # UnidentifiedImageError, OSError (truncated), ...
         raise _error(f"cannot read image {path} ({type(exc).__name__}: {exc})") from None
+    # A palette image with only gray entries (common for GIFs of grayscale scans) stays
+    # grayscale, so that it does not make a grayscale dataset colour.
+    if mode == "P" and np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2]):
+        return array[..., 0].copy()
+    return array
 
 
 def _classes(folder: Path, where: str) -> list[Path]:
