@@ -16,7 +16,6 @@ from labeldistill import cli
 from labeldistill import datasets as ds
 from labeldistill.config import Config, ConfigError, DataConfig, apply, validate
 from labeldistill.data import dataset_options, prepare
-from labeldistill.errors import DataError
 from labeldistill.userdata import DEFAULT_TEST_FRACTION, is_path_name, short_name, stratified_split
 
 MNIST = Path("/work/shared/data/mnist.npz")
