@@ -384,15 +384,47 @@ def test_cub_image_folder(tmp_path, monkeypatch):
     monkeypatch.setitem(ds.DATASETS, "cub", ds.DATASETS["cub"])
     specs = _write_cub(tmp_path)["specs"]
     raw = ds.load_raw("cub", tmp_path, download=False)
-    assert raw.x_train.shape == (4, 32, 32, 3) and raw.x_test.shape == (2, 32, 32, 3)
+    # every image, both official splits, in image-id order: base images are drawn from all 11,788
+    assert raw.x_train.shape == (6, 32, 32, 3) and raw.x_test is None and raw.y_test is None
     assert raw.x_train.dtype == torch.uint8 and raw.y_train.dtype == torch.int64
-    train = [s for s in specs if s[1] == 1]
-    test = [s for s in specs if s[1] == 0]
-    assert raw.y_train.tolist() == [s[0] - 1 for s in train] and raw.y_test.tolist() == [s[0] - 1 for s in test] == [0, 4]
-    for img, spec in zip(raw.x_train, train):  # flat-colour JPEGs survive decode + resize closely
+    assert raw.y_train.tolist() == [s[0] - 1 for s in specs] == [0, 0, 1, 1, 4, 4]
+    for img, spec in zip(raw.x_train, specs):  # flat-colour JPEGs survive decode + resize closely
         colour = spec[4] if spec[3] == "RGB" else (spec[4],) * 3
         assert np.abs(img.numpy().astype(int) - np.array(colour)).max() <= 6
     assert ds.get_info("cub").class_names[0] == "Black_footed_Albatross"
+
+
+def test_cub_base_images_come_from_both_official_splits(tmp_path, monkeypatch):
+    """A CUB -> CIFAR-10 task draws its base images from all CUB images, as the reference's
+    ImageFolder over images/ does: 6 base examples from the 6-image stand-in take every one,
+    the 2 of the official test split included (their flat colours identify them)."""
+    from labeldistill import config as C
+    from labeldistill.data import prepare
+
+    monkeypatch.setitem(ds.DATASETS, "cub", ds.DATASETS["cub"])
+    specs = _write_cub(tmp_path)["specs"]
+    _write_npz(tmp_path / "cifar10.npz", x_train=_colour(40), y_train=np.arange(40) % 10,
+               x_test=_colour(10, 1), y_test=np.arange(10))
+    cfg = C.apply(C.Config(), {"data.source": "cub", "data.target": "cifar10", "data.root": str(tmp_path),
+                               "data.download": False, "data.num_base_examples": 6, "distill.batch_size": 8})
+    d = prepare(cfg)
+    assert not cfg.balanced and d.base_x.shape == (6, 3, 32, 32)
+    assert sorted(d.base_indices.tolist()) == list(range(6))
+    assert sorted(d.base_original_labels.tolist()) == [0, 0, 1, 1, 4, 4]
+    colours = (d.base_pixels.mean((2, 3)) * 255).round()
+    for cls, train, _, mode, colour in specs:
+        if not train:  # an image of the official test split is among the base images
+            rgb = torch.tensor(colour, dtype=torch.float32)
+            assert ((colours - rgb).abs().max(1).values <= 6).any(), (cls, colour)
+
+
+def test_cub_npz_with_official_split_is_one_source_set(tmp_path):
+    _write_npz(tmp_path / "cub.npz", x_train=_colour(5), y_train=np.arange(5), x_test=_colour(3, 1),
+               y_test=np.arange(3) + 7)
+    raw = ds.load_raw("cub", tmp_path, download=False)
+    assert raw.x_test is None and raw.x_train.shape == (8, 32, 32, 3)
+    assert raw.y_train.tolist() == [0, 1, 2, 3, 4, 7, 8, 9]
+    assert torch.equal(raw.x_train[5:], torch.from_numpy(_colour(3, 1)))
 
 
 def test_cub_without_full_classes_keeps_default_names(tmp_path, monkeypatch):
@@ -473,7 +505,7 @@ def test_cub_download_and_extract(tmp_path, monkeypatch):
     raw = ds.load_raw("cub", tmp_path / "data")
     assert calls[0][0] == "https://data.caltech.edu/records/65de6-vzs04/files/CUB_200_2011.tgz"
     assert calls[0][1] == "CUB_200_2011.tgz" and calls[0][2] == ds.CUB_MD5 and len(calls) == 2
-    assert raw.x_train.shape == (4, 32, 32, 3)
+    assert raw.x_train.shape == (6, 32, 32, 3)
 
 
 def test_kmnist_download_through_torchvision(tmp_path, monkeypatch):

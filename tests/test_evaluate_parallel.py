@@ -10,9 +10,10 @@ from labeldistill.stacked import lenet_forward, alexcifarnet_forward, _pool2
 SHAPES = {"lenet": (1, 28), "alexcifarnet": (3, 12), "resnet": (3, 8)}
 
 
-def _task(arch, n=20, n_eval=60, per_model=None, seed=0):
+def _task(arch, n=20, n_eval=60, per_model=None, seed=0, size=None):
     g = torch.Generator().manual_seed(seed)
     c, s = SHAPES[arch]
+    s = size or s
     base = torch.randn(n, c, s, s, generator=g, dtype=torch.float64)
     shape = (n, 10) if per_model is None else (per_model, n, 10)
     labels = torch.softmax(3 * torch.randn(*shape, generator=g, dtype=torch.float64), -1)
@@ -41,20 +42,48 @@ def test_parallel_equals_sequential(arch, head, per_model):
     assert len(set(ref.losses[-1].tolist())) == 3
 
 
-def test_vmap_fallback_equals_sequential():
-    """ResNet has no stacked forward (batch-statistics BatchNorm): the vmap path must still agree.
-
-    Its BatchNorm normalises with the statistics of each evaluation batch, so the
-    evaluation chunk must hold the whole set in both paths here.
-    """
+@pytest.mark.parametrize("head", ["linear", "rr"])
+def test_vmap_fallback_equals_sequential(head):
+    """ResNet has no stacked forward (BatchNorm): the vmap path must still agree, in chunks too."""
     seeds = [5, 6]
     base, labels, ex, ey = _task("resnet", n_eval=30)
-    recipe = Recipe(arch="resnet", head="rr", batch_size=8)
+    recipe = Recipe(arch="resnet", head=head, batch_size=8)
     ref = train_and_evaluate_sequential(recipe, base, labels, seeds, 3, ex, ey, eval_steps=[1, 3])
     got = train_and_evaluate(recipe, base, labels, seeds, 3, ex, ey, eval_steps=[1, 3], max_models=1,
-                             max_images=64)
+                             max_images=16)
     torch.testing.assert_close(got.losses, ref.losses, rtol=0, atol=1e-10)
     torch.testing.assert_close(got.errors, ref.errors, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("head", ["linear", "rr"])
+def test_resnet_test_result_independent_of_how_models_are_evaluated(head):
+    """A tested ResNet's accuracy is the same alone, stacked with others and in any chunks.
+
+    Linear head (the reference's or2 script): BatchNorm with the statistics of
+    consecutive 1,024-image test batches, whatever `max_images`; 1,100 test
+    images make two such batches. RR head (its rr script): running estimates in
+    eval mode, so any chunking gives the same result.
+    """
+    seeds = [7, 8, 9]
+    base, labels, ex, ey = _task("resnet", n_eval=1100, size=4)  # 4x4 images: fast in float64
+    recipe = Recipe(arch="resnet", head=head, batch_size=8)
+    alone = [train_and_evaluate(recipe, base, labels, [s], 2, ex, ey) for s in seeds]
+    alone_err = torch.cat([r.errors for r in alone], 1)
+    alone_loss = torch.cat([r.losses for r in alone], 1)
+    for kw in ({}, {"max_models": 2, "max_images": 100}, {"max_models": 3, "max_images": 3000}):
+        got = train_and_evaluate(recipe, base, labels, seeds, 2, ex, ey, **kw)
+        torch.testing.assert_close(got.errors, alone_err, rtol=0, atol=0)
+        torch.testing.assert_close(got.losses, alone_loss, rtol=0, atol=1e-10)
+    ref = train_and_evaluate_sequential(recipe, base, labels, seeds, 2, ex, ey)
+    torch.testing.assert_close(ref.losses, alone_loss, rtol=0, atol=1e-10)
+    assert len(set(alone_loss[0].tolist())) == 3
+    # The check has teeth: test batches of another size change a batch-statistics model's result
+    # and leave a running-estimates model's alone.
+    other = train_and_evaluate_sequential(recipe, base, labels, seeds, 2, ex, ey, eval_batch=550)
+    if head == "linear":
+        assert (other.losses - alone_loss).abs().min() > 1e-6
+    else:
+        torch.testing.assert_close(other.losses, alone_loss, rtol=0, atol=1e-10)
 
 
 def test_float32_parallel_close_to_sequential():

@@ -4,7 +4,12 @@ The subprocess tests run the real command line on a tiny offline config
 (mnist5k, 20 base examples, resets every few steps so that the reset tracker
 and fresh online models are part of what must be restored) and require the
 resumed run's labels and test accuracies to equal an uninterrupted run's
-exactly (CPU, fixed seed).
+exactly (CPU, fixed seed, the same machine).
+
+Nothing here depends on one machine's float trajectory: the resets are forced
+by the config (a power-of-two target minibatch and a tiny stats_gap bound how
+long a model can live, see `max_life`), not found by trying seeds, so they
+happen on every CPU kind (AVX2 or AVX-512 kernels, any thread count).
 """
 from __future__ import annotations
 
@@ -26,6 +31,12 @@ from labeldistill.meta.or2 import SecondOrder
 from labeldistill.meta.rr import RidgeRegression
 from labeldistill.results import RunDir
 from labeldistill.signals import StopGuard, stop_guard
+from test_reset import max_life
+
+# 16 full minibatches of 8 per epoch, 96 steps; a model lives at most max_life(2, 8) = 36 steps,
+# so every machine makes at least two resets.
+TARGET_SET, BATCH, GAP, EPOCHS = 128, 8, 2, 6
+assert EPOCHS * (TARGET_SET // BATCH) >= 2 * max_life(GAP, BATCH) and TARGET_SET % BATCH == 0
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 CONFIG = """\
@@ -33,10 +44,10 @@ name: tiny
 method: ld-rr
 seed: 5
 device: cpu
-data: {source: mnist5k, target: mnist5k, num_base_examples: 20}
-distill: {epochs: 6, batch_size: 256, validate_every: 2, checkpoint_every: 1, stats_gap: 10}
+data: {source: mnist5k, target: mnist5k, num_base_examples: 20, target_set_size: %d}
+distill: {epochs: %d, batch_size: %d, validate_every: 2, checkpoint_every: 1, stats_gap: %d}
 evaluate: {num_test_models: 2}
-"""
+""" % (TARGET_SET, EPOCHS, BATCH, GAP)
 
 
 def _env():
@@ -56,7 +67,8 @@ def _epochs_logged(run: Path) -> int:
     return sum(1 for line in lines if line.endswith("}") and '"event": "epoch"' in line)
 
 
-def _wait_for_epochs(proc, run: Path, n: int, timeout: float = 240) -> None:
+def _wait_for_epochs(proc, run: Path, n: int, timeout: float = 240) -> float:
+    """Wait until epoch n is logged; return the wall time epoch n took (to aim a kill into n + 1)."""
     deadline = time.monotonic() + timeout
     while _epochs_logged(run) < n:
         if proc.poll() is not None:
@@ -64,7 +76,10 @@ def _wait_for_epochs(proc, run: Path, n: int, timeout: float = 240) -> None:
         if time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"no epoch {n} after {timeout} s")
-        time.sleep(0.02)
+        time.sleep(0.01)
+    seconds = [json.loads(line)["seconds"] for line in (run / "metrics.jsonl").read_text().splitlines()
+               if line.endswith("}") and '"event": "epoch"' in line]
+    return seconds[n - 1] - (seconds[n - 2] if n > 1 else 0.0)
 
 
 def _result(run: Path) -> dict:
@@ -92,7 +107,7 @@ def reference(tmp_path_factory):
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
         result = _result(tmp / "out" / "tiny")
-        assert result["history"][-1]["num_resets"] >= 2, "the config must exercise model resets"
+        assert result["history"][-1]["num_resets"] >= 2, "max_life guarantees resets: the tracker is broken"
         return result
 
     yield get
@@ -104,8 +119,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(reference, tmp_path)
     (tmp_path / "tiny.yaml").write_text(CONFIG)
     run = tmp_path / "out" / "tiny"
     proc = _start(["run", "tiny.yaml", "--out", "out", "--quiet"], tmp_path)
-    _wait_for_epochs(proc, run, 2)
-    time.sleep(0.15)  # into the next epoch: the kill lands between two checkpoints
+    epoch_seconds = _wait_for_epochs(proc, run, 2)
+    time.sleep(epoch_seconds / 3)  # into the next epoch: the kill lands between two checkpoints
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
@@ -125,8 +140,8 @@ def test_signal_stops_cleanly_and_the_printed_command_resumes(reference, tmp_pat
     (tmp_path / "tiny.yaml").write_text(CONFIG)
     run = tmp_path / "out" / "tiny"
     proc = _start(["run", "tiny.yaml", "--out", "out", "--quiet"], tmp_path)
-    _wait_for_epochs(proc, run, 1)
-    time.sleep(0.1)
+    epoch_seconds = _wait_for_epochs(proc, run, 1)
+    time.sleep(epoch_seconds / 3)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, err
@@ -250,7 +265,10 @@ def test_checkpoint_round_trip_restores_every_state(tmp_path):
     """state_dict -> load_state_dict into a fresh experiment -> the same state, tensor for tensor."""
     from labeldistill.data import prepare
 
-    cfg = tiny(method="ld-rr", **{"distill.stats_gap": 2})
+    # 20 full minibatches of 4 in one epoch, and a model lives at most max_life(2, 4) = 20 steps:
+    # the first epoch resets on every machine.
+    cfg = tiny(method="ld-rr", **{"distill.stats_gap": 2, "distill.batch_size": 4, "data.target_set_size": 80})
+    assert 80 // 4 >= max_life(2, 4)
     data = prepare(cfg, "cpu")
     a = distill_mod.Experiment(cfg, data, torch.device("cpu"))
     a.setup_distillation()

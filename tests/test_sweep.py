@@ -141,8 +141,8 @@ def _ray_sweep(tmp_path, count):
     return paths, out
 
 
-# Starting Ray and two runs takes about 1-5 minutes on a busy 2-core machine: run with `pytest -m slow`.
-@pytest.mark.slow
+# In the default suite (the test extra installs Ray): starting a local Ray instance and two tiny
+# runs took 15-23 s on a 2-core machine at load 9. Four configs are in the slow set.
 def test_ray_backend_on_a_real_local_instance(tmp_path):
     paths, out = _ray_sweep(tmp_path, 2)
     res = subprocess.run(_sweep_cmd(paths, out, "--backend", "ray", "--quiet"), env=_env(),

