@@ -536,8 +536,12 @@ def _same_config(saved: dict, cfg: Config, run_dir: RunDir, what: str) -> None:
             return
     except LabelDistillError:  # saved by a version with other keys: report the keys that differ
         pass
-    changed = sorted(k for k in _flat(saved).keys() | _flat(resolved).keys()
-                     if _flat(saved).get(k) != _flat(resolved).get(k))
+    fs, fr = _flat(saved), _flat(resolved)
+    # An option added in a later version is absent from older runs' configs: while it
+    # keeps its default it is no difference (the older run used that default too).
+    defaults = _flat(config_mod.to_dict(Config()))
+    changed = sorted(k for k in fs.keys() | fr.keys() if fs.get(k) != fr.get(k)
+                     and not (k not in fs and k in defaults and fr[k] == defaults[k]))
     raise RunError(f"the {what} in {run_dir.path} is from a different config (differs in: {', '.join(changed)}); "
                    "resume with the same config, use another --out, or pass --overwrite to start again")
 
