@@ -398,14 +398,15 @@ def test_interrupted_messages_say_what_is_on_disk():
 
 
 def test_baseline_interrupted_says_there_is_no_checkpoint(tmp_path, monkeypatch):
+    from labeldistill import methods
 
-    original = distill_mod.train_and_evaluate
+    original = methods.train_and_evaluate  # the step search's validation models
 
     def interrupted(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(distill_mod, "train_and_evaluate", interrupted)
+    monkeypatch.setattr(methods, "train_and_evaluate", interrupted)
     with pytest.raises(Interrupted, match="SIGINT while searching the number of steps; no checkpoint yet"):
         distill_mod.run_experiment(tiny(method="baseline"), out=str(tmp_path))
     assert not RunDir(tmp_path / "t").is_finished()
