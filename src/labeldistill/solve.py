@@ -56,11 +56,11 @@ class RandomFeatures:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
         """(N, dim) float64 features of x, computed `chunk` images at a time."""
+        models = [m.to(x.device) for m in self.models]  # once, not per chunk
         out = []
         for i in range(0, x.shape[0], chunk):
             xc = x[i:i + chunk]
-            feats = [m.to(xc.device)(xc, head=False) for m in self.models]
-            out.append(torch.cat(feats, dim=1).double())
+            out.append(torch.cat([m(xc, head=False) for m in models], dim=1).double())
         return torch.cat(out) / math.sqrt(self.dim)
 
 
@@ -80,6 +80,12 @@ def normal_equations(features, base_x: torch.Tensor, target_x: torch.Tensor, tar
     return k_ss, gram, rhs
 
 
+def _ridge_matrix(k_ss: torch.Tensor, ridge_lambda: float) -> torch.Tensor:
+    """R = K_SS + lam * mean(diag K_SS) * I: lam relative to the kernel's scale."""
+    scale = float(k_ss.diagonal().mean())
+    return k_ss + ridge_lambda * scale * torch.eye(k_ss.shape[0], dtype=k_ss.dtype, device=k_ss.device)
+
+
 def solve_labels(k_ss: torch.Tensor, gram: torch.Tensor, rhs: torch.Tensor, ridge_lambda: float) -> torch.Tensor:
     """Y_S = R G^-1 B with R = K_SS + lam * mean(diag K_SS) * I: the minimiser of (1).
 
@@ -94,18 +100,13 @@ def solve_labels(k_ss: torch.Tensor, gram: torch.Tensor, rhs: torch.Tensor, ridg
         raise ConfigError(f"the kernel has rank {rank} on the {n} base examples, so their labels are not determined; "
                           "use more random networks (solve.num_networks), a larger solve.target_size or fewer "
                           "base examples")
-    scale = float(k_ss.diagonal().mean())
-    r = k_ss + ridge_lambda * scale * torch.eye(n, dtype=k_ss.dtype, device=k_ss.device)
     alpha = torch.linalg.solve(gram, rhs)  # the KRR dual coefficients, independent of lam
-    return r @ alpha
+    return _ridge_matrix(k_ss, ridge_lambda) @ alpha
 
 
 def krr_predict(k_xs: torch.Tensor, k_ss: torch.Tensor, labels: torch.Tensor, ridge_lambda: float) -> torch.Tensor:
     """Kernel ridge regression from (S, labels): K_xS (K_SS + lam * mean(diag) I)^-1 Y_S."""
-    n = k_ss.shape[0]
-    scale = float(k_ss.diagonal().mean())
-    r = k_ss + ridge_lambda * scale * torch.eye(n, dtype=k_ss.dtype, device=k_ss.device)
-    return k_xs @ torch.linalg.solve(r, labels.to(k_ss.dtype))
+    return k_xs @ torch.linalg.solve(_ridge_matrix(k_ss, ridge_lambda), labels.to(k_ss.dtype))
 
 
 def label_solve(cfg, data, arch: str) -> tuple[dict[float, torch.Tensor], dict]:
