@@ -13,7 +13,7 @@ from labeldistill import config as config_mod
 from labeldistill.artifact import (CARD_FILE, TENSOR_FILE, DistilledDataset, evaluate_artifact, load_distilled,
                                    save_artifact, tensor_sha256)
 from labeldistill.cli import main
-from labeldistill.distill import run_experiment
+from labeldistill.experiment import run_experiment
 from labeldistill.errors import DataError
 
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from labeldistill import config as config_mod
-from labeldistill.distill import _same_config
+from labeldistill.experiment import _same_config
 from labeldistill.errors import RunError
 from labeldistill.results import RunDir
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from labeldistill import config as C
-from labeldistill.distill import run_experiment
+from labeldistill.experiment import run_experiment
 
 TINY = {"data.source": "mnist5k", "data.target": "mnist5k", "data.num_base_examples": 10,
         "data.target_set_size": 600, "distill.epochs": 2, "distill.batch_size": 200,

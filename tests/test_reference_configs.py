@@ -17,7 +17,7 @@ import pytest
 from labeldistill import config as C
 from labeldistill.data import split_sizes
 from labeldistill.datasets import get_info
-from labeldistill.distill import eval_recipe
+from labeldistill.experiment import eval_recipe
 from labeldistill.evaluate import step_grid
 from labeldistill.models import default_arch
 

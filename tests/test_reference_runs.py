@@ -126,7 +126,7 @@ def test_a_resumed_reference_run_logs_its_notices_once(stand_in_root, tmp_path, 
     """Interrupted after distilling (the final checkpoint is on disk), then resumed: the log says
     each adjustment once; the resumed run shows them again to the user but does not log them again."""
     from labeldistill import config as C
-    from labeldistill import distill
+    from labeldistill import experiment as distill
 
     path = REFERENCE / "ld_10be_10ib_emn_to_k49_ubl_cnn_100e_rr_1234s_v0.json"
     if not path.is_file():

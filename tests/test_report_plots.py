@@ -10,7 +10,7 @@ import pytest
 
 from labeldistill import config as config_mod
 from labeldistill.cli import main
-from labeldistill.distill import run_experiment
+from labeldistill.experiment import run_experiment
 from labeldistill.errors import RunError
 from labeldistill.report import Run, build_report, find_runs, write_report
 

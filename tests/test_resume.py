@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from labeldistill import distill as distill_mod
+from labeldistill import experiment as distill_mod
 from labeldistill.config import Config, apply, to_dict
 from labeldistill.errors import Interrupted, RunError
 from labeldistill.meta.or2 import SecondOrder

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labeldistill import distill as distill_mod
+from labeldistill import experiment as distill_mod
 from labeldistill.artifact import evaluate_artifact, load_distilled, save_artifact
 from labeldistill.config import Config, apply
 from labeldistill.errors import DataError, Interrupted

@@ -137,7 +137,7 @@ def test_more_base_examples_than_features_is_a_one_line_error(tmp_path):
 def test_label_solve_run_chooses_on_validation_only(tmp_path, monkeypatch):
     """The selection code (label making, candidate and step choice) never receives the test split."""
     import labeldistill as ld
-    from labeldistill import distill
+    from labeldistill import experiment as distill
 
     cfg = config_mod.from_dict({"method": "label-solve", "data": {"source": "mnist5k", "target": "mnist5k",
                                "num_base_examples": 20},
@@ -242,7 +242,7 @@ def test_ld_can_start_from_a_direct_methods_labels():
     """distill.init_labels: the labels start as the direct method's choice, which also
     competes as the best labels of epoch 0 with its validation error and steps."""
     import labeldistill as ld
-    from labeldistill import distill
+    from labeldistill import experiment as distill
 
     cfg = config_mod.from_dict({"method": "ld-rr", "data": {"source": "mnist5k", "target": "mnist5k",
                                                             "num_base_examples": 20},

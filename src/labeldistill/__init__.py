@@ -12,7 +12,7 @@ from .config import load as load_config
 from .config import with_overrides
 from .data import TaskData, prepare
 from .datasets import dataset_names, get_info, load_raw
-from .distill import Experiment, run_experiment
+from .experiment import Experiment, run_experiment
 from .errors import ConfigError, DataError, LabelDistillError, RunError
 from .evaluate import Recipe, train_and_evaluate
 from .models import create_model, list_models

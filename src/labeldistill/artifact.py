@@ -156,7 +156,7 @@ def export_run(run_dir: str | Path, root: str | None = None, device: str | torch
     """
     from . import config as config_mod
     from .data import prepare
-    from .distill import eval_recipe
+    from .experiment import eval_recipe
     from .models import default_arch
     from .results import RunDir
 

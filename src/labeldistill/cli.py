@@ -142,7 +142,7 @@ class _Progress:
 
 
 def _run_one(cfg, args) -> dict:
-    from .distill import run_experiment
+    from .experiment import run_experiment
 
     progress = _Progress(cfg.epochs if not cfg.is_baseline else 1, cfg.run_name,
                          enabled=not args.quiet and sys.stderr.isatty())
@@ -213,7 +213,7 @@ def cmd_show_config(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .artifact import evaluate_artifact, load_distilled
-    from .distill import resolve_device
+    from .experiment import resolve_device
     from .errors import ConfigError
     from .results import atomic_write_json
 
