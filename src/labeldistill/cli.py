@@ -262,7 +262,10 @@ def cmd_models(args) -> int:
     from .models import MODELS
 
     for name, cls in sorted(MODELS.items()):
-        print(f"{name:<14} features {cls.feature_dim:>4}  {(cls.__doc__ or '').strip().splitlines()[0]}")
+        dim = getattr(cls, "feature_dim", None)
+        doc = ((cls.__doc__ or "").strip().splitlines() or ["(registered in this process)"])[0]
+        print(f"{name:<14} features {dim if isinstance(dim, int) else '?':>4}  {doc}")
+    print('or "package.module:factory": a model of your own (docs/usage.md, section Models)')
     return 0
 
 

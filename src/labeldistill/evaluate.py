@@ -242,11 +242,13 @@ def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_image
         def _fn(p, b, x, head):
             return functional_call(base, (p, b), (x,), {"head": head})
 
+        # randomness="different": a model of the user's own may hold dropout, each model its own draw.
         def train_forward(x, head):
-            return vmap(_fn, in_dims=(0, 0, 0, None))(params, buffers, x, head)
+            return vmap(_fn, in_dims=(0, 0, 0, None), randomness="different")(params, buffers, x, head)
 
         def eval_forward(x, head, models):
-            return vmap(_fn, in_dims=(0, 0, None, None))(_take(params, models), _take(buffers, models), x, head)
+            fn = vmap(_fn, in_dims=(0, 0, None, None), randomness="different")
+            return fn(_take(params, models), _take(buffers, models), x, head)
 
     rr = recipe.head == "rr"
     through_head = recipe.rr_gradients == "reference"

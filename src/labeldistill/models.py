@@ -183,24 +183,107 @@ class CifarResNet(FeatureClassifier):
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
-ModelFactory = Callable[..., FeatureClassifier]
+ModelFactory = Callable[..., nn.Module]
 
 MODELS: dict[str, ModelFactory] = {
     "lenet": LeNet,
     "alexcifarnet": AlexCifarNet,
     "resnet": CifarResNet,
 }
+BUILTIN_MODELS = tuple(MODELS)
 
 
 def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def check_arch(name: str) -> str:
-    if name not in MODELS:
-        from .config import did_you_mean
+# --------------------------------------------------------------------------- models of the user's own
 
-        raise ConfigError(f"unknown architecture '{name}'{did_you_mean(name, MODELS)}; known: {', '.join(list_models())}")
+
+class WrappedModel(FeatureClassifier):
+    """Any `nn.Module` whose last layer is an `nn.Linear`, seen as features plus classifier.
+
+    The last `nn.Linear` (in registration order) becomes `classifier` and is replaced
+    by `nn.Identity` inside `body`, so that `body(x)` gives the penultimate features
+    (the RR head's input) and `classifier(body(x))` the original logits.
+    `wrap_model` checks that equality on a probe batch before the model is used.
+    """
+
+    def __init__(self, body: nn.Module, classifier: nn.Linear):
+        super().__init__()
+        self.body = body
+        self.classifier = classifier
+        self.feature_dim = classifier.in_features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def register_model(name: str, factory: ModelFactory, *, overwrite: bool = False) -> str:
+    """Make `factory(in_channels, num_classes, image_size)` available as `arch: NAME` in this process.
+
+    The factory returns a `FeatureClassifier`, or any `nn.Module` whose last layer is
+    an `nn.Linear` (see `WrappedModel`). Sweeps that start worker processes do not see
+    names registered here; name the factory as `arch: "package.module:factory"` there.
+    """
+    if not isinstance(name, str) or not name or ":" in name:
+        raise ConfigError(f"a model name must be a non-empty string without ':', got {name!r}")
+    if not callable(factory):
+        raise ConfigError(f"register_model('{name}', ...) needs a callable factory, got {type(factory).__name__}")
+    if name in BUILTIN_MODELS or (name in MODELS and not overwrite):
+        raise ConfigError(f"architecture '{name}' is already registered; choose another name"
+                          + ("" if name in BUILTIN_MODELS else " or pass overwrite=True"))
+    MODELS[name] = factory
+    return name
+
+
+def unregister_model(name: str) -> None:
+    """Forget a model registered with `register_model` (built-in ones stay)."""
+    if name not in BUILTIN_MODELS:
+        MODELS.pop(name, None)
+
+
+def is_factory_path(name: object) -> bool:
+    """Whether an architecture name is a `package.module:factory` path."""
+    return isinstance(name, str) and ":" in name
+
+
+def _import_factory(name: str) -> ModelFactory:
+    import importlib
+
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"architecture '{name}': write it as 'package.module:factory'")
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as exc:  # ModuleNotFoundError, or anything the module raises on import
+        first = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"architecture '{name}': cannot import module '{module_name}' ({type(exc).__name__}: "
+                          f"{first}); put the folder that holds it on PYTHONPATH") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"architecture '{name}': module '{module_name}' has no '{attr}'")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"architecture '{name}': '{attr}' is a {type(obj).__name__}, not a callable that "
+                          "builds a model")
+    return obj
+
+
+def resolve_factory(name: str) -> ModelFactory:
+    """The factory of a registered name or of a `package.module:factory` path."""
+    if name in MODELS:
+        return MODELS[name]
+    if is_factory_path(name):
+        return _import_factory(name)
+    from .config import did_you_mean
+
+    raise ConfigError(f"unknown architecture '{name}'{did_you_mean(name, MODELS)}; known: {', '.join(list_models())}, "
+                      "or 'package.module:factory' for a model of your own")
+
+
+def check_arch(name: str) -> str:
+    resolve_factory(name)
     return name
 
 
@@ -209,13 +292,102 @@ def default_arch(channels: int) -> str:
     return "lenet" if channels == 1 else "alexcifarnet"
 
 
+def _call_factory(name: str, factory: ModelFactory, in_channels: int, num_classes: int, image_size: int,
+                  extra: dict) -> nn.Module:
+    import inspect
+
+    kwargs = dict(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **extra)
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: try keywords
+        sig = None
+    if sig is not None:
+        try:
+            sig.bind(**kwargs)
+            call = (lambda: factory(**kwargs))
+        except TypeError:
+            try:
+                sig.bind(in_channels, num_classes, image_size)
+                call = (lambda: factory(in_channels, num_classes, image_size))
+            except TypeError:
+                raise ConfigError(f"architecture '{name}': its factory must take in_channels, num_classes and "
+                                  f"image_size (by those names or in that order); its signature is {sig}") from None
+    else:
+        call = (lambda: factory(**kwargs))
+    try:
+        return call()
+    except ConfigError:
+        raise
+    except Exception as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"architecture '{name}': its factory failed for in_channels={in_channels}, "
+                          f"num_classes={num_classes}, image_size={image_size} ({type(exc).__name__}: {first})") from None
+
+
+def wrap_model(name: str, module: object, in_channels: int, num_classes: int, image_size: int) -> FeatureClassifier:
+    """A factory's model as a `FeatureClassifier`: itself if it is one, else a `WrappedModel`
+    around its last `nn.Linear`, checked on a probe batch. One-line errors say what is missing."""
+    if isinstance(module, FeatureClassifier):
+        classifier = getattr(module, "classifier", None)
+        if not isinstance(classifier, nn.Linear) or classifier.out_features != num_classes:
+            raise ConfigError(f"architecture '{name}': a FeatureClassifier needs `classifier`, an nn.Linear with "
+                              f"{num_classes} outputs")
+        return module
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"architecture '{name}': its factory returned a {type(module).__name__}, not a torch.nn.Module")
+    linears = [(path, m) for path, m in module.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ConfigError(f"architecture '{name}': the model has no nn.Linear layer to use as its classifier; "
+                          f"end it with nn.Linear(features, {num_classes})")
+    path, last = linears[-1]
+    if last.out_features != num_classes:
+        raise ConfigError(f"architecture '{name}': its last nn.Linear ('{path}') has {last.out_features} outputs, "
+                          f"but the task has {num_classes} classes; build it with num_classes outputs")
+    if path == "":
+        raise ConfigError(f"architecture '{name}': the model is a single nn.Linear; give it a feature extractor "
+                          "(for example nn.Sequential(nn.Flatten(), nn.Linear(...), nn.ReLU(), nn.Linear(...)))")
+    probe = torch.randn(2, in_channels, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            expected = module(probe)
+    except Exception as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"architecture '{name}': the model fails on a batch of {in_channels}x{image_size}x"
+                          f"{image_size} images ({type(exc).__name__}: {first})") from None
+    parent_path, _, attr = path.rpartition(".")
+    parent = module.get_submodule(parent_path) if parent_path else module
+    setattr(parent, attr, nn.Identity())
+    wrapped = WrappedModel(module, last)
+    with torch.no_grad():
+        try:
+            got = wrapped(probe)
+        except Exception:
+            got = None
+    module.train(was_training)
+    wrapped.train(was_training)
+    if not (isinstance(expected, torch.Tensor) and got is not None and got.shape == expected.shape
+            and torch.allclose(got, expected, rtol=1e-4, atol=1e-5)):
+        raise ConfigError(f"architecture '{name}': its last nn.Linear ('{path}') is not applied last to give the "
+                          "logits, so the model cannot be split into features and a classifier; make the logits "
+                          "the output of a final nn.Linear, or subclass labeldistill.models.FeatureClassifier "
+                          "(features(x) and classifier)")
+    return wrapped
+
+
 def create_model(name: str, in_channels: int, num_classes: int, image_size: int,
                  bn_momentum: float | None = None) -> FeatureClassifier:
     """A fresh model. `bn_momentum` reaches only models with BatchNorm (see `batch_norm`)."""
-    check_arch(name)
-    factory = MODELS[name]
-    extra = {"bn_momentum": bn_momentum} if getattr(factory, "batchnorm", False) else {}
-    return factory(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **extra)
+    factory = resolve_factory(name)
+    if factory in BUILTIN_FACTORIES:
+        extra = {"bn_momentum": bn_momentum} if getattr(factory, "batchnorm", False) else {}
+        return factory(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **extra)
+    model = _call_factory(name, factory, in_channels, num_classes, image_size, {})
+    return wrap_model(name, model, in_channels, num_classes, image_size)
+
+
+BUILTIN_FACTORIES = tuple(MODELS.values())
 
 
 def normalises_with_batch_statistics(model: nn.Module) -> bool:
