@@ -137,7 +137,9 @@ def test_names_and_paths():
     assert short_name("/a/b/digits/") == "digits" and short_name("x/my data.npz") == "my_data"
     assert short_name("mnist") == "mnist"
     assert DataConfig().test_fraction == DEFAULT_TEST_FRACTION
-    assert dataset_options({"image_size": 16}) == {"image_size": 16, "test_fraction": DEFAULT_TEST_FRACTION}
+    assert dataset_options({"image_size": 16}) == {"image_size": 16, "test_fraction": DEFAULT_TEST_FRACTION,
+                                                   "image_column": None, "label_column": None}
+    assert is_path_name("memory:scans") and short_name("memory:scans") == "scans"
 
 
 def test_config_accepts_paths_and_checks_them(tmp_path):

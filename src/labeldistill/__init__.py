@@ -3,10 +3,18 @@
 The public API in a few names::
 
     import labeldistill as ld
+    r = ld.distill("mnist5k", method="ld-rr", num_base_examples=20, epochs=5)   # one call
+    print(r.accuracy, r.labels.shape, r.artifact)
+
     cfg = ld.load_config("configs/examples/mnist_ld-rr_100.yaml", ["distill.epochs=10"])
-    result = ld.run_experiment(cfg, out="runs", root="../shared/data")
+    result = ld.run_experiment(cfg, out="runs", root="../shared/data")      # or a config
     print(result["test_accuracy_mean"], result["labels"].shape)
+
+Data of your own: a path (.npz, image folder, Hugging Face dataset folder), or
+`ld.from_arrays(x, y, ...)` / `ld.from_torch(dataset)`; models of your own:
+`arch="package.module:factory"` or `ld.register_model(name, factory)`.
 """
+from .api import DistillResult, distill
 from .config import Config, DataConfig, DistillConfig, EvalConfig
 from .config import load as load_config
 from .config import with_overrides
@@ -15,7 +23,8 @@ from .datasets import dataset_names, get_info, load_raw
 from .experiment import Experiment, run_experiment
 from .errors import ConfigError, DataError, LabelDistillError, RunError
 from .evaluate import Recipe, train_and_evaluate
-from .models import create_model, list_models
+from .models import create_model, list_models, register_model, unregister_model
+from .userdata import from_arrays, from_torch
 
 __version__ = "0.1.0"
 
@@ -23,7 +32,8 @@ __all__ = [
     "Config", "DataConfig", "DistillConfig", "EvalConfig", "load_config", "with_overrides",
     "TaskData", "prepare", "dataset_names", "get_info", "load_raw", "Experiment", "run_experiment",
     "ConfigError", "DataError", "LabelDistillError", "RunError", "Recipe", "train_and_evaluate",
-    "create_model", "list_models", "load_distilled", "evaluate_artifact", "__version__",
+    "create_model", "list_models", "register_model", "unregister_model", "from_arrays", "from_torch",
+    "distill", "DistillResult", "load_distilled", "evaluate_artifact", "__version__",
 ]
 
 

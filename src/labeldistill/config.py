@@ -63,6 +63,10 @@ class DataConfig:
     # An image folder without train/ and test/ is split by class, this fraction to test
     # (fixed seed: the same split for every run). Same default as userdata.DEFAULT_TEST_FRACTION.
     test_fraction: float = 0.2
+    # A Hugging Face dataset folder (save_to_disk): the columns of the images and the labels;
+    # None finds them (the Image / ClassLabel feature, else a usual name such as image / label).
+    image_column: str | None = None
+    label_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -506,8 +510,9 @@ def validate(cfg: Config) -> Config:
     """Check values that need no data: names, ranges and sizes."""
     from .datasets import DATASETS
     from .heads import RR_GRADIENTS
-    from .userdata import is_path_name
     from .models import check_arch
+    from .userdata import _MEMORY as MEMORY
+    from .userdata import is_memory_name, is_path_name
 
     def need(cond: bool, msg: str) -> None:
         if not cond:
@@ -516,11 +521,16 @@ def validate(cfg: Config) -> Config:
     need(cfg.method in METHODS, f"unknown method '{cfg.method}'{did_you_mean(cfg.method, METHODS)}; known: {', '.join(METHODS)}")
     for key in ("source", "target"):
         name = getattr(cfg.data, key)
+        if is_memory_name(name):  # from_arrays / from_torch, in this process
+            need(name in MEMORY, f"data.{key}: no in-memory dataset '{name}' in this process; create it with "
+                                 "labeldistill.from_arrays(...) or labeldistill.from_torch(...)")
+            continue
         if is_path_name(name):  # a dataset of the user's own; read (and checked) when a run loads it
             need(Path(name).expanduser().exists(), f"data.{key}: no such file or folder: {name}")
             continue
         need(name in DATASETS, f"unknown dataset '{name}' for data.{key}{did_you_mean(name, DATASETS)}; known: "
-             f"{', '.join(sorted(DATASETS))}, or a path to a .npz file or an image folder")
+             f"{', '.join(sorted(DATASETS))}, or a path to a .npz file, an image folder or a Hugging Face "
+             "dataset folder")
     need(cfg.data.target != "fake", "data.target cannot be 'fake': fake noise is only a source of base examples")
     if cfg.arch is not None:
         check_arch(cfg.arch)
@@ -534,8 +544,8 @@ def validate(cfg: Config) -> Config:
         need(d.image_size >= 2, f"data.image_size must be at least 2 pixels (or null: the data's own size), "
              f"got {d.image_size}")
         need(is_path_name(d.source) or is_path_name(d.target),
-             "data.image_size applies to datasets read from a path (a .npz file or an image folder); registered "
-             "datasets keep their own size")
+             "data.image_size applies to datasets read from a path (a .npz file, an image folder or a Hugging Face "
+             "dataset folder); registered datasets keep their own size")
     need(0 < d.test_fraction < 1, f"data.test_fraction must be between 0 and 1, got {d.test_fraction}")
     # The classes of a path dataset are known once it is read: data.prepare checks it then.
     num_classes = DATASETS[d.target].num_classes if d.target in DATASETS else 0

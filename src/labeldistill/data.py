@@ -90,7 +90,8 @@ def dataset_options(data_cfg) -> dict:
     """How datasets named by a path are read (ignored by registered ones): from a
     config's `data` section, or a mapping of it (a run's or an artifact's saved config)."""
     get = data_cfg.get if isinstance(data_cfg, dict) else lambda k, default: getattr(data_cfg, k, default)
-    return {"image_size": get("image_size", None), "test_fraction": get("test_fraction", DEFAULT_TEST_FRACTION)}
+    return {"image_size": get("image_size", None), "test_fraction": get("test_fraction", DEFAULT_TEST_FRACTION),
+            "image_column": get("image_column", None), "label_column": get("label_column", None)}
 
 
 def split_train(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

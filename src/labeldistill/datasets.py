@@ -192,7 +192,8 @@ def dataset_names() -> list[str]:
     return list(DATASETS)
 
 
-def get_info(name: str, *, image_size: int | None = None, test_fraction: float = 0.2) -> DatasetInfo:
+def get_info(name: str, *, image_size: int | None = None, test_fraction: float = 0.2,
+             image_column: str | None = None, label_column: str | None = None) -> DatasetInfo:
     """The registry entry for ``name``, or the facts read from the data when ``name`` is a
     path (a .npz file or an image folder: see :mod:`labeldistill.userdata`, which also
     takes ``image_size`` and ``test_fraction``; registered datasets ignore them).
@@ -205,11 +206,12 @@ def get_info(name: str, *, image_size: int | None = None, test_fraction: float =
 
     if is_path_name(name):
         with _LOCK:
-            return load_path(name, image_size, test_fraction)[0]
+            return load_path(name, image_size, test_fraction, image_column, label_column)[0]
     known = ", ".join(DATASETS)
     close = difflib.get_close_matches(str(name).lower().replace("-", "_"), list(DATASETS), n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise DataError(f"unknown dataset '{name}'{hint}; known: {known}, or a path to a .npz file or an image folder")
+    raise DataError(f"unknown dataset '{name}'{hint}; known: {known}, or a path to a .npz file, an image folder "
+                    "or a Hugging Face dataset folder")
 
 
 def _set_class_names(name: str, names: list[str]) -> None:
@@ -797,7 +799,8 @@ def clear_cache() -> None:
 
 
 def load_raw(name: str, root: str | Path | None = None, download: bool = True, *,
-             image_size: int | None = None, test_fraction: float = 0.2) -> RawData:
+             image_size: int | None = None, test_fraction: float = 0.2,
+             image_column: str | None = None, label_column: str | None = None) -> RawData:
     """Load a dataset's train (and test) split as tensors, cached per (name, resolved root).
 
     See the module docstring for the lookup order.  A path (a .npz file or an image
@@ -810,7 +813,7 @@ def load_raw(name: str, root: str | Path | None = None, download: bool = True, *
 
         if is_path_name(name):
             with _LOCK:
-                return load_path(name, image_size, test_fraction)[1]
+                return load_path(name, image_size, test_fraction, image_column, label_column)[1]
     info = get_info(name)
     if name == "fake":
         raise DataError("dataset 'fake' is not loaded from disk: its random-noise images are generated "

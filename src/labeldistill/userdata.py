@@ -1,6 +1,6 @@
-"""Datasets outside the registry, named by a path (data.source / data.target).
+"""Datasets outside the registry (data.source / data.target): paths and in-memory data.
 
-Two layouts are read:
+Read from a path:
 
 * a ``.npz`` file (any name) with ``x_train``, ``y_train``, ``x_test``, ``y_test``
   -- uint8 images (N,H,W), (N,H,W,1) or (N,H,W,3), integer labels 0..K-1 -- and
@@ -8,13 +8,20 @@ Two layouts are read:
 * a folder of class folders, either ``DIR/train/CLASS/*.png`` with
   ``DIR/test/CLASS/...``, or just ``DIR/CLASS/*.png``, which is split into train
   and test by a stratified ``test_fraction`` with a fixed seed (the split never
-  depends on the run's seed, so every run of the folder sees the same test set).
+  depends on the run's seed, so every run of the folder sees the same test set);
+* a Hugging Face dataset folder written by ``save_to_disk`` (read with the
+  ``datasets`` library, an optional extra): its ``train`` (and ``test``) split,
+  the image and label columns found by feature type or name, or named.
 
-Both produce the :class:`~labeldistill.datasets.RawData` the registry's loaders
+Held in memory (the Python API): :func:`from_arrays` (arrays or tensors) and
+:func:`from_torch` (a map-style ``torch.utils.data.Dataset``) register a dataset
+under the name ``memory:NAME`` for this process.
+
+All produce the :class:`~labeldistill.datasets.RawData` the registry's loaders
 produce, plus a :class:`~labeldistill.datasets.DatasetInfo` read from the data:
-image size, channels, classes (sorted folder names), and the per-channel mean
-and std of the training split.  Splits, preprocessing and base selection then
-happen exactly as for registered datasets.
+image size, channels, classes, and the per-channel mean and std of the
+training split.  Splits, preprocessing and base selection then happen exactly
+as for registered datasets.
 """
 from __future__ import annotations
 
@@ -29,7 +36,8 @@ from .datasets import DATASETS, DatasetInfo, RawData
 from .errors import DataError
 from .seeding import derive_seed
 
-__all__ = ["DEFAULT_TEST_FRACTION", "IMAGE_SUFFIXES", "is_path_name", "short_name", "load_path"]
+__all__ = ["DEFAULT_TEST_FRACTION", "IMAGE_SUFFIXES", "MEMORY_PREFIX", "is_path_name", "is_memory_name", "short_name",
+           "load_path", "from_arrays", "from_torch", "as_dataset_name", "is_hf_folder", "check_labels"]
 
 DEFAULT_TEST_FRACTION = 0.2
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -37,13 +45,21 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 VAL_FRACTION = 1 / 6
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F")
+MEMORY_PREFIX = "memory:"
+# Column names tried, in order, when a Hugging Face dataset's columns are not named in the config
+# and no column has the `Image` / `ClassLabel` feature type.
+HF_IMAGE_COLUMNS = ("image", "img", "pixel_values", "pixels", "x")
+HF_LABEL_COLUMNS = ("label", "labels", "class", "target", "y", "fine_label")
 
 
 def is_path_name(name: object) -> bool:
-    """Whether a dataset name means a path: not registered, and a .npz name, a name
-    with a path separator, or an existing folder."""
+    """Whether a dataset name means data of the user's own: an in-memory dataset
+    (``memory:NAME``, see :func:`from_arrays`), or a path: not registered, and a .npz
+    name, a name with a path separator, or an existing folder."""
     if not isinstance(name, str) or not name or name in DATASETS:
         return False
+    if is_memory_name(name):
+        return True
     return (name.lower().endswith(".npz") or "/" in name or os.sep in name or name.startswith("~")
             or Path(name).is_dir())
 
@@ -52,7 +68,7 @@ def short_name(name: str) -> str:
     """A file-name-safe label of a dataset name (run folders): the stem of a path."""
     if not is_path_name(name):
         return name
-    stem = Path(name.rstrip("/" + os.sep)).name
+    stem = name[len(MEMORY_PREFIX):] if is_memory_name(name) else Path(name.rstrip("/" + os.sep)).name
     if stem.lower().endswith(".npz"):
         stem = stem[:-4]
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem).strip("._")
@@ -74,17 +90,22 @@ _CACHE: dict[tuple, tuple[DatasetInfo, RawData]] = {}
 
 
 def clear_cache() -> None:
+    """Forget the datasets read from paths (in-memory datasets stay: they exist nowhere else)."""
     _CACHE.clear()
 
 
-def load_path(name: str, image_size: int | None = None,
-              test_fraction: float = DEFAULT_TEST_FRACTION) -> tuple[DatasetInfo, RawData]:
+def load_path(name: str, image_size: int | None = None, test_fraction: float = DEFAULT_TEST_FRACTION,
+              image_column: str | None = None, label_column: str | None = None) -> tuple[DatasetInfo, RawData]:
     """The info and raw data of the dataset at path `name`, cached per resolved path and options."""
+    if is_memory_name(name):
+        return memory_dataset(name)
     path = Path(name).expanduser()
     if not path.exists():
         raise _error(f"no such file or folder: {name}")
     path = path.resolve()
-    key = (str(path), image_size, float(test_fraction) if not path.is_file() else None)
+    hf = path.is_dir() and is_hf_folder(path)
+    key = (str(path), image_size, float(test_fraction) if not path.is_file() else None,
+           (image_column, label_column) if hf else None)
     cached = _CACHE.get(key)
     if cached is not None:  # the same data under another spelling of its path keeps that spelling as its name
         info, raw = cached
@@ -92,6 +113,9 @@ def load_path(name: str, image_size: int | None = None,
     if path.is_file():
         x_tr, y_tr, x_te, y_te, names = _read_npz(path, image_size)
         kind = "NumPy archive"
+    elif hf:
+        x_tr, y_tr, x_te, y_te, names = _read_hf(path, image_size, test_fraction, image_column, label_column)
+        kind = "Hugging Face dataset"
     else:
         x_tr, y_tr, x_te, y_te, names = _read_folder(path, image_size, test_fraction)
         kind = "image folder"
@@ -153,6 +177,29 @@ def _uniform(shapes: list[tuple[tuple[int, int], str]], where: Path) -> None:
                      "set data.image_size to resize them to a square size")
 
 
+def check_labels(where: str, y_tr: np.ndarray, y_te: np.ndarray | None,
+                 names: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The class names of integer labels 0..K-1, checked: K from `names` or from y_train,
+    every label in range, at least two classes, and (without names) every class present."""
+    k = len(names) if names is not None else int(y_tr.max()) + 1
+    for split, y in (("train", y_tr), ("test", y_te)):
+        if y is None or len(y) == 0:
+            continue
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= k:
+            raise _error(f"{where}: y_{split} has labels {lo}..{hi}, expected 0..{k - 1}"
+                         + (" (one per class name)" if names is not None else " (the classes of y_train)"))
+    if names is None:
+        absent = sorted(set(range(k)) - set(np.unique(y_tr).tolist()))
+        if absent:
+            raise _error(f"{where}: y_train has labels 0..{k - 1} but no example of class(es) "
+                         f"{', '.join(map(str, absent[:10]))}; labels must be 0..K-1 with every class present")
+        names = tuple(str(i) for i in range(k))
+    if len(np.unique(y_tr)) < 2:
+        raise _error(f"{where}: y_train holds only one class; at least two classes are needed")
+    return names
+
+
 # --------------------------------------------------------------------------- .npz
 
 
@@ -183,22 +230,7 @@ def _read_npz(path: Path, image_size: int | None):
         if names.ndim != 1 or names.dtype.kind not in "US":
             raise _error(f"{path}: class_names must be a 1-D array of strings, got {names.dtype} {names.shape}")
         names = tuple(str(n) for n in names)
-        k = len(names)
-    else:
-        k = int(y_tr.max()) + 1
-    for split, y in (("train", y_tr), ("test", y_te)):
-        lo, hi = int(y.min()), int(y.max())
-        if lo < 0 or hi >= k:
-            raise _error(f"{path}: y_{split} has labels {lo}..{hi}, expected 0..{k - 1}"
-                         + (" (one per class_names entry)" if names is not None else " (the classes of y_train)"))
-    if names is None:
-        absent = sorted(set(range(k)) - set(np.unique(y_tr).tolist()))
-        if absent:
-            raise _error(f"{path}: y_train has labels 0..{k - 1} but no example of class(es) "
-                         f"{', '.join(map(str, absent[:10]))}; labels must be 0..K-1 with every class present")
-        names = tuple(str(i) for i in range(k))
-    if len(np.unique(y_tr)) < 2:
-        raise _error(f"{path}: y_train holds only one class; at least two classes are needed")
+    names = check_labels(str(path), y_tr, y_te, names)
     return x_tr, y_tr, x_te, y_te, names
 
 
@@ -337,3 +369,276 @@ def stratified_split(labels: np.ndarray, test_fraction: float) -> tuple[np.ndarr
     test_idx = np.asarray(sorted(test), dtype=np.int64)
     train_idx = np.setdiff1d(np.arange(len(labels)), test_idx)
     return train_idx, test_idx
+
+
+# --------------------------------------------------------------------------- images of any form
+
+
+def _image_array(obj, where: str, image_size: int | None) -> np.ndarray:
+    """One image as uint8 (H, W) or (H, W, 3): a PIL image, or an array/tensor of shape (H, W),
+    (H, W, 1|3) or (1|3, H, W), uint8 or floats in [0, 1]; resized to image_size if given."""
+    from PIL import Image
+
+    if isinstance(obj, Image.Image):
+        mode = obj.mode
+        img = obj.convert("L") if mode in _GRAY_MODES else obj.convert("RGB")
+    else:
+        if isinstance(obj, torch.Tensor):
+            obj = obj.detach().cpu().numpy()
+        a = np.asarray(obj)
+        if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+            a = np.moveaxis(a, 0, -1)  # channels first (torch's ToTensor) -> last
+        if a.ndim == 3 and a.shape[-1] == 1:
+            a = a[..., 0]
+        if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
+            raise _error(f"{where}: an image has shape {tuple(a.shape)}; expected (H, W), (H, W, 3) or (3, H, W)")
+        if a.dtype.kind == "f":
+            if a.size and (np.nanmin(a) < 0 or np.nanmax(a) > 1 or np.isnan(a).any()):
+                raise _error(f"{where}: float images must hold values in [0, 1] (found {np.nanmin(a):.3g}.."
+                             f"{np.nanmax(a):.3g}); give uint8 images or undo the normalisation: labeldistill "
+                             "normalises with the training split's mean and std itself")
+            a = np.rint(a * 255.0).astype(np.uint8)
+        elif a.dtype != np.uint8:
+            if a.dtype.kind not in "iub" or a.min() < 0 or a.max() > 255:
+                raise _error(f"{where}: images have dtype {a.dtype}; give uint8 (0..255) or floats in [0, 1]")
+            a = a.astype(np.uint8)
+        if image_size is None:
+            return a
+        img = Image.fromarray(a)
+    if image_size is not None and img.size != (image_size, image_size):
+        img = _resize(img, image_size)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _stack_images(images: list[np.ndarray], where: str) -> np.ndarray:
+    """Equal square images as one uint8 array; grayscale ones become colour if any is colour."""
+    if not images:
+        raise _error(f"{where} holds no images")
+    _uniform([(im.shape[:2], f"image {i}") for i, im in enumerate(images)], Path(where))
+    if any(im.ndim == 3 for im in images):
+        images = [np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im for im in images]
+    return np.stack(images)
+
+
+def _label_array(y, where: str, split: str) -> np.ndarray:
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.dtype.kind not in "iub":
+        raise _error(f"{where}: {split} labels have dtype {y.dtype} and shape {tuple(y.shape)}; expected one "
+                     "integer class index (0..K-1) per image")
+    return y.astype(np.int64)
+
+
+def _finish(where: str, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray | None, y_te: np.ndarray | None,
+            names: tuple[str, ...] | None, test_fraction: float):
+    """Checked labels and class names; without a test split, the stratified test_fraction split."""
+    if len(x_tr) != len(y_tr):
+        raise _error(f"{where}: {len(x_tr)} training images but {len(y_tr)} labels")
+    if x_te is not None and len(x_te) != len(y_te):
+        raise _error(f"{where}: {len(x_te)} test images but {len(y_te)} labels")
+    names = check_labels(where, y_tr, y_te, names)
+    if x_te is not None:
+        if x_tr.shape[1:] != x_te.shape[1:]:
+            raise _error(f"{where}: training images are {x_tr.shape[1:]} but test images are {x_te.shape[1:]}; "
+                         "set image_size to bring both to one size")
+        return x_tr, y_tr, x_te, y_te, names
+    train_idx, test_idx = stratified_split(y_tr, test_fraction)
+    if len(test_idx) == 0:
+        raise _error(f"{where} has too few images for a test split with test_fraction={test_fraction}; "
+                     "add images, raise the fraction, or give a test split")
+    return x_tr[train_idx], y_tr[train_idx], x_tr[test_idx], y_tr[test_idx], names
+
+
+# --------------------------------------------------------------------------- Hugging Face datasets
+
+
+def is_hf_folder(path: Path) -> bool:
+    """A folder written by `datasets`' `save_to_disk` (a Dataset or a DatasetDict)."""
+    return (path / "dataset_dict.json").is_file() or (
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file())
+
+
+def _hf_column(ds, given: str | None, kind: str, feature_type, candidates: tuple[str, ...], where: str,
+               key: str) -> str:
+    columns = list(ds.column_names)
+    if given is not None:
+        if given not in columns:
+            raise _error(f"{where} has no column '{given}' (data.{key}); its columns: {', '.join(columns)}")
+        return given
+    typed = [c for c, f in ds.features.items() if isinstance(f, feature_type)]
+    if typed:
+        return typed[0]
+    for c in candidates:
+        if c in columns:
+            return c
+    raise _error(f"cannot tell which column of {where} holds the {kind} (columns: {', '.join(columns)}); "
+                 f"set data.{key}")
+
+
+def _read_hf(path: Path, image_size: int | None, test_fraction: float, image_column: str | None,
+             label_column: str | None):
+    try:
+        import datasets
+    except ImportError:
+        raise _error(f"{path} is a Hugging Face dataset (saved with save_to_disk); reading it needs the "
+                     "`datasets` library: pip install 'labeldistill[hf]'") from None
+    try:
+        obj = datasets.load_from_disk(str(path))
+    except Exception as exc:
+        raise _error(f"cannot read the Hugging Face dataset {path} ({type(exc).__name__}: {exc})") from None
+    if isinstance(obj, datasets.DatasetDict):
+        if "train" not in obj:
+            raise _error(f"{path} has the splits {', '.join(obj)} but no 'train'; name the training split 'train' "
+                         "(and the test split 'test', else a test_fraction of train is held out)")
+        train, test = obj["train"], obj.get("test")
+    else:
+        train, test = obj, None
+    where = str(path)
+    img = _hf_column(train, image_column, "images", datasets.Image, HF_IMAGE_COLUMNS, where, "image_column")
+    lab = _hf_column(train, label_column, "labels", datasets.ClassLabel, HF_LABEL_COLUMNS, where, "label_column")
+    feature = train.features[lab]
+    names = tuple(str(n) for n in feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+    def read(split, name):
+        if split is None:
+            return None, None
+        for col in (img, lab):
+            if col not in split.column_names:
+                raise _error(f"{where}: the {name} split has no column '{col}'")
+        images = []
+        for batch in split.select_columns([img]).iter(batch_size=1024):
+            images.extend(_image_array(im, where, image_size) for im in batch[img])
+        return _stack_images(images, f"{where} ({name})"), _label_array(split[lab], where, name)
+
+    x_tr, y_tr = read(train, "train")
+    x_te, y_te = read(test, "test")
+    return _finish(where, x_tr, y_tr, x_te, y_te, names, test_fraction)
+
+
+# --------------------------------------------------------------------------- in-memory datasets (Python API)
+
+_MEMORY: dict[str, tuple[DatasetInfo, RawData]] = {}
+
+
+def is_memory_name(name: object) -> bool:
+    return isinstance(name, str) and name.startswith(MEMORY_PREFIX)
+
+
+def memory_dataset(name: str) -> tuple[DatasetInfo, RawData]:
+    try:
+        return _MEMORY[name]
+    except KeyError:
+        raise _error(f"no in-memory dataset '{name}' in this process; create it with labeldistill.from_arrays(...) "
+                     "or labeldistill.from_torch(...) first (they live in one Python process: sweeps with worker "
+                     "processes need a .npz file or an image folder)") from None
+
+
+def _register(name: str, x_tr, y_tr, x_te, y_te, names, test_fraction: float) -> str:
+    if not isinstance(name, str) or not name or any(ch in name for ch in "/\\:"):
+        raise _error(f"a dataset name must be a non-empty string without '/', '\\\\' or ':', got {name!r}")
+    key = MEMORY_PREFIX + name
+    x_tr, y_tr, x_te, y_te, names = _finish(key, x_tr, y_tr, x_te, y_te, names, test_fraction)
+    info = _info(key, "in-memory dataset", Path(name), x_tr, y_tr, x_te, names)
+    raw = RawData(name=key, x_train=torch.from_numpy(np.ascontiguousarray(x_tr)), y_train=torch.from_numpy(y_tr),
+                  x_test=torch.from_numpy(np.ascontiguousarray(x_te)), y_test=torch.from_numpy(y_te), origin=key)
+    _MEMORY[key] = (info, raw)
+    return key
+
+
+def _names(class_names) -> tuple[str, ...] | None:
+    return None if class_names is None else tuple(str(n) for n in class_names)
+
+
+def _images_of(x, where: str, image_size: int | None) -> np.ndarray:
+    """A batch of images (N, H, W), (N, H, W, 1|3) or (N, 1|3, H, W), uint8 or floats in [0, 1]."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim not in (3, 4):
+        raise _error(f"{where}: images have shape {tuple(x.shape)}; expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
+    if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
+        x = np.moveaxis(x, 1, -1)
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.dtype == np.uint8 and image_size is None and (x.ndim == 3 or x.shape[-1] == 3):
+        if x.shape[1] != x.shape[2]:
+            raise _error(f"{where}: images are {x.shape[2]}x{x.shape[1]} (width x height), not square; "
+                         "pass image_size to resize them")
+        return x
+    return _stack_images([_image_array(im, where, image_size) for im in x], where)
+
+
+def from_arrays(x_train, y_train, x_test=None, y_test=None, *, name: str = "arrays", class_names=None,
+                image_size: int | None = None, test_fraction: float = DEFAULT_TEST_FRACTION) -> str:
+    """Register images and labels held in memory as a dataset; returns its name (``memory:NAME``),
+    usable wherever a dataset name is (data.source, data.target, :func:`labeldistill.distill`).
+
+    Images are NumPy arrays or tensors of shape (N, H, W), (N, H, W, C) or (N, C, H, W) with
+    C = 1 or 3, uint8 or floats in [0, 1]; labels integers 0..K-1. Without a test split,
+    `test_fraction` of each class is held out (a fixed seed). `class_names` default to "0".."K-1".
+    """
+    where = MEMORY_PREFIX + str(name)
+    if (x_test is None) != (y_test is None):
+        raise _error(f"{where}: give both x_test and y_test, or neither")
+    x_tr = _images_of(x_train, where, image_size)
+    y_tr = _label_array(y_train, where, "train")
+    x_te = None if x_test is None else _images_of(x_test, where, image_size)
+    y_te = None if y_test is None else _label_array(y_test, where, "test")
+    if x_te is not None and x_te.ndim != x_tr.ndim:  # one split grayscale, the other colour
+        x_tr, x_te = (np.repeat(a[..., None], 3, axis=3) if a.ndim == 3 else a for a in (x_tr, x_te))
+    return _register(str(name), x_tr, y_tr, x_te, y_te, _names(class_names), test_fraction)
+
+
+def _dataset_items(ds, where: str, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        n = len(ds)
+    except TypeError:
+        raise _error(f"{where}: a torch Dataset with a length is needed (map-style, not iterable)") from None
+    images, labels = [], []
+    for i in range(n):
+        item = ds[i]
+        if not (isinstance(item, (tuple, list)) and len(item) >= 2):
+            raise _error(f"{where}: item {i} is a {type(item).__name__}; expected (image, label) pairs")
+        images.append(_image_array(item[0], where, image_size))
+        label = item[1]
+        labels.append(int(label.item() if isinstance(label, torch.Tensor) else label))
+    return _stack_images(images, where), np.asarray(labels, dtype=np.int64)
+
+
+def from_torch(train, test=None, *, name: str = "torch", class_names=None, image_size: int | None = None,
+               test_fraction: float = DEFAULT_TEST_FRACTION) -> str:
+    """Register a map-style `torch.utils.data.Dataset` of (image, label) pairs (and a test one)
+    as a dataset; returns its name (``memory:NAME``). Images are PIL images, or arrays/tensors
+    as in :func:`from_arrays` (``transforms.ToTensor()`` output included, without
+    normalisation). Class names come from `class_names`, else the dataset's ``classes``."""
+    where = MEMORY_PREFIX + str(name)
+    x_tr, y_tr = _dataset_items(train, where, image_size)
+    x_te, y_te = (None, None) if test is None else _dataset_items(test, where, image_size)
+    if x_te is not None and x_te.ndim != x_tr.ndim:
+        x_tr, x_te = (np.repeat(a[..., None], 3, axis=3) if a.ndim == 3 else a for a in (x_tr, x_te))
+    if class_names is None:
+        class_names = getattr(train, "classes", None)
+    return _register(str(name), x_tr, y_tr, x_te, y_te, _names(class_names), test_fraction)
+
+
+def as_dataset_name(data, *, name: str, image_size: int | None = None,
+                    test_fraction: float = DEFAULT_TEST_FRACTION) -> str:
+    """A dataset name for what :func:`labeldistill.distill` was given: a name or path (kept), a
+    torch Dataset, a (train, test) pair of Datasets, or arrays (x, y) / (x_train, y_train, x_test, y_test)."""
+    if isinstance(data, (str, os.PathLike)):
+        return os.fspath(data)
+    from torch.utils.data import Dataset
+
+    if isinstance(data, Dataset):
+        return from_torch(data, name=name, image_size=image_size, test_fraction=test_fraction)
+    if isinstance(data, (tuple, list)):
+        if len(data) == 2 and all(isinstance(d, Dataset) for d in data):
+            return from_torch(data[0], data[1], name=name, image_size=image_size, test_fraction=test_fraction)
+        if len(data) in (2, 4):
+            return from_arrays(*data, name=name, image_size=image_size, test_fraction=test_fraction)
+    raise _error(f"cannot use a {type(data).__name__} as a dataset; give a dataset name, a path (.npz, image folder "
+                 "or a Hugging Face save_to_disk folder), a torch Dataset, a (train, test) pair of Datasets, or "
+                 "arrays (x, y) or (x_train, y_train, x_test, y_test)")
