@@ -52,7 +52,32 @@ def test_teacher_learns_a_separable_task():
     assert accuracy(teacher, x, y) > 90
 
 
+def test_teacher_ensemble_averages_the_logits_of_separately_trained_teachers():
+    from types import SimpleNamespace
+
+    from labeldistill.kd import logits_of, teacher_logits, teacher_seed
+
+    g = torch.Generator().manual_seed(2)
+    y = torch.arange(240) % 4
+    x = torch.randn(240, 1, 12, 12, generator=g)
+    x[torch.arange(240), 0, y * 3, y * 3] += 3.0
+    base = torch.randn(6, 1, 12, 12, generator=g)
+    data = SimpleNamespace(target_x=x, target_y=y, val_x=x[:40], val_y=y[:40], base_x=base, num_classes=4)
+    cfg = config_mod.with_overrides(config_mod.Config(), ["evaluate.kd_teacher_epochs=1", "seed=5"])
+    one, info_one, _ = teacher_logits(cfg, data, "lenet")
+    three, info, model = teacher_logits(config_mod.with_overrides(cfg, ["evaluate.kd_num_teachers=3"]), data, "lenet")
+    members = [train_teacher("lenet", x, y, 4, epochs=1, batch_size=128, lr=1e-3, seed=teacher_seed(5, i))
+               for i in range(3)]
+    torch.testing.assert_close(one, logits_of(members[0], base), rtol=0, atol=0)  # one teacher: as before
+    torch.testing.assert_close(three, torch.stack([logits_of(m, base) for m in members]).mean(0), rtol=1e-6,
+                               atol=1e-6)
+    assert info["num_teachers"] == 3 and len(info["member_val_accuracy"]) == 3 and "num_teachers" not in info_one
+    assert not torch.allclose(logits_of(members[1], base), logits_of(members[2], base))  # they differ
+    assert info["member_val_accuracy"][0] == info_one["val_accuracy"]
+
+
 @pytest.mark.parametrize("key,value,message", [
+    ("evaluate.kd_num_teachers", "0", "kd_num_teachers must be at least 1"),
     ("evaluate.kd_temperature", "0", "kd_temperature must be positive"),
     ("evaluate.kd_teacher_epochs", "0", "kd_teacher_epochs must be at least 1"),
     ("method", "baseline-kdd", "did you mean 'baseline-kd'"),

@@ -117,6 +117,8 @@ class EvalConfig:
     kd_teacher_epochs: int = 2
     kd_teacher_lr: float = 0.001
     kd_teacher_batch_size: int = 128
+    # More than 1: an ensemble of teachers (own initialisations and data orders), logits averaged.
+    kd_num_teachers: int = 1
     # The learner of evaluation models (every method): 'ce' trains on label distributions
     # (the paper's), 'mse' regresses the logits onto real-valued labels (solved labels,
     # teacher logits). `augment`: random translations by up to this many pixels (0: none).
@@ -582,6 +584,7 @@ def validate(cfg: Config) -> Config:
     need(e.kd_temperature > 0, f"evaluate.kd_temperature must be positive, got {e.kd_temperature}")
     need(e.kd_teacher_epochs >= 1, f"evaluate.kd_teacher_epochs must be at least 1, got {e.kd_teacher_epochs}")
     need(e.kd_teacher_lr > 0, f"evaluate.kd_teacher_lr must be positive, got {e.kd_teacher_lr}")
+    need(e.kd_num_teachers >= 1, f"evaluate.kd_num_teachers must be at least 1, got {e.kd_num_teachers}")
     need(e.kd_teacher_batch_size >= 1,
          f"evaluate.kd_teacher_batch_size must be at least 1, got {e.kd_teacher_batch_size}")
     need(e.loss in LOSSES, f"unknown evaluate.loss '{e.loss}'{did_you_mean(e.loss, LOSSES)}; known: {', '.join(LOSSES)}")

@@ -53,14 +53,37 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return 100.0 * float((logits_of(model, x).argmax(-1) == y).float().mean())
 
 
+class Ensemble(torch.nn.Module):
+    """Teachers whose logits are averaged."""
+
+    def __init__(self, models: list[torch.nn.Module]):
+        super().__init__()
+        self.models = torch.nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.models]).mean(0)
+
+
+def teacher_seed(seed: int, index: int) -> int:
+    """The seed of teacher `index` of an ensemble; the first is the single teacher's."""
+    return seed if index == 0 else derive_seed(seed, "teacher", index)
+
+
 def teacher_logits(cfg, data, arch: str) -> tuple[torch.Tensor, dict, torch.nn.Module]:
     """The logits of a teacher trained on the target set for the base examples, facts about
-    the teacher (its validation accuracy) and the teacher itself."""
+    the teacher (its validation accuracy) and the teacher itself. With
+    `evaluate.kd_num_teachers` > 1 the teacher is an ensemble of that many, each with its
+    own initialisation and data order, whose logits are averaged."""
     e = cfg.evaluate
-    teacher = train_teacher(arch, data.target_x, data.target_y, data.num_classes, epochs=e.kd_teacher_epochs,
-                            batch_size=e.kd_teacher_batch_size, lr=e.kd_teacher_lr, seed=cfg.seed)
+    teachers = [train_teacher(arch, data.target_x, data.target_y, data.num_classes, epochs=e.kd_teacher_epochs,
+                              batch_size=e.kd_teacher_batch_size, lr=e.kd_teacher_lr, seed=teacher_seed(cfg.seed, i))
+                for i in range(e.kd_num_teachers)]
+    teacher = teachers[0] if len(teachers) == 1 else Ensemble(teachers).eval()
     info = {"arch": arch, "epochs": e.kd_teacher_epochs, "batch_size": e.kd_teacher_batch_size,
             "lr": e.kd_teacher_lr, "val_accuracy": accuracy(teacher, data.val_x, data.val_y)}
+    if len(teachers) > 1:
+        info["num_teachers"] = len(teachers)
+        info["member_val_accuracy"] = [accuracy(t, data.val_x, data.val_y) for t in teachers]
     return logits_of(teacher, data.base_x), info, teacher
 
 
