@@ -113,7 +113,7 @@ def distill(base: Any, target: Any = None, *, method: str = "ld-rr", arch: str |
         images = _base_images(cfg, data_root, result)
     return DistillResult(
         labels=torch.as_tensor(result["labels"]), images=images,
-        class_names=_class_names(cfg, data_root), accuracy=float(result["test_accuracy_mean"]),
+        class_names=_class_names(cfg), accuracy=float(result["test_accuracy_mean"]),
         accuracy_std=float(result["test_accuracy_std"]), num_steps=int(result["num_steps"]),
         run_dir=run_dir, artifact=artifact, result=result)
 
@@ -139,7 +139,7 @@ def _base_images(cfg, data_root, result: dict) -> torch.Tensor:
     return to_pixels(raw.x_train[indices], info.channels, info.image_size)
 
 
-def _class_names(cfg, data_root) -> list[str]:
+def _class_names(cfg) -> list[str]:
     from .data import dataset_options
     from .datasets import get_info
 
