@@ -256,3 +256,22 @@ def test_reference_runs_that_used_the_whole_target_set_are_in_the_main_tables(tm
     assert next(t for t in rep.tables if t.title == "cifar10 -> cifar10 (lenet)").rows == [["10", "30.00 ± 0.00"]]
     sizes = next(t for t in rep.tables if t.title.startswith("Target-set size"))
     assert [r[0] for r in sizes.rows] == ["500"]
+
+
+def test_method_variant_names_what_sets_a_run_apart():
+    from labeldistill.report import method_title, method_variant
+
+    def ld(epochs=None, **distill):
+        r = fake_result("ld-rr", 100, 0, [1.0])
+        r["config"] = {"data": {"target": "mnist"}, "distill": {"epochs": epochs, **distill}}
+        r["effective"] = {"epochs": epochs or 400}
+        return r
+
+    assert method_variant(ld()) == "ld-rr"  # the reference's 400 epochs
+    assert method_variant(ld(400)) == "ld-rr"
+    assert method_variant(ld(50, init_labels="baseline-kd")) == "ld-rr [from teacher labels, 50 epochs]"
+    assert method_variant(ld(100, ridge_lambda=0.1)) == "ld-rr [100 epochs, lambda 0.1]"
+    kd = fake_result("baseline-kd", 100, 0, [1.0])
+    kd["config"] = {"evaluate": {"kd_num_teachers": 5}}
+    kd["learner"] = {"head": "linear", "loss": "ce", "augment": 2}
+    assert method_title(method_variant(kd)) == "teacher labels [5 teachers, shifts 2px]"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .config import default_epochs
 from .errors import RunError
 from .results import RESULT_FILE, read_json
 
@@ -43,6 +44,16 @@ def method_variant(result: dict) -> str:
     parts = []
     if di.get("init_labels", "uniform") != "uniform":
         parts.append(f"from {METHOD_TITLES.get(di['init_labels'], di['init_labels'])}")
+    if m.startswith(("ld-", "dd-")):
+        data = cfg.get("data") or {}
+        epochs = (result.get("effective") or {}).get("epochs", di.get("epochs"))
+        if epochs is not None and data.get("target") and epochs != default_epochs(data["target"],
+                                                                                  result["num_base_examples"]):
+            parts.append(f"{epochs} epochs")
+        if m.endswith("-rr") and di.get("ridge_lambda", 1.0) != 1.0:
+            parts.append(f"lambda {di['ridge_lambda']:g}")
+    if m == "baseline-kd" and ev.get("kd_num_teachers", 1) > 1:
+        parts.append(f"{ev['kd_num_teachers']} teachers")
     head = learner.get("head") or ev.get("head")
     if head and head != ("rr" if m.endswith("-rr") else "linear"):
         parts.append(f"{head} head")
