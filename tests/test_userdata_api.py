@@ -13,6 +13,7 @@ import labeldistill as ld
 from labeldistill import config as config_mod
 from labeldistill import datasets as ds
 from labeldistill.errors import ConfigError, DataError
+from labeldistill.errors import LabelDistillError as LabelDistillErrors
 from labeldistill.userdata import stratified_split
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist.npz"
@@ -236,3 +237,24 @@ def test_distill_one_call_with_a_factory_and_bad_arguments(tmp_path):
         ld.distill(5, out=None)
     with pytest.raises(ConfigError, match="unknown config key 'evaluate.num_models'"):
         ld.distill("mnist5k", out=None, overrides={"evaluate.num_models": 2})
+
+
+def test_given_mean_and_std_normalise_the_target_and_travel_with_the_artifact(tmp_path):
+    x_tr, y_tr, x_te, y_te = small_digits(1200, 300)
+    name = ld.from_arrays(x_tr, y_tr, x_te, y_te, name="norm")
+    overrides = ["method=baseline", f"data.source={name}", f"data.target={name}", "data.num_base_examples=20",
+                 "evaluate.num_test_models=2", "evaluate.step_grid=[40]"]
+    own = ld.prepare(config_mod.with_overrides(config_mod.Config(), overrides))
+    cfg = config_mod.with_overrides(config_mod.Config(), overrides + ["data.mean=[0.5]", "data.std=[0.25]"])
+    given = ld.prepare(cfg)
+    torch.testing.assert_close(given.base_x, (given.base_pixels - 0.5) / 0.25)
+    torch.testing.assert_close(own.base_x * own.std + own.mean, given.base_x * 0.25 + 0.5, rtol=0, atol=1e-5)
+    assert float(own.mean.flatten()[0]) == pytest.approx(x_tr.astype(np.float64).mean() / 255, abs=1e-6)
+    result = ld.run_experiment(cfg, out=str(tmp_path), handle_signals=False)
+    # the artifact re-reads the target with the same normalisation: the same accuracies
+    again = ld.evaluate_artifact(ld.load_distilled(tmp_path / cfg.run_name))
+    assert again["test_accuracy"] == result["test_accuracy"]
+    for bad, message in ((["data.mean=[0.5,0.5]"], r"data.mean has 2 value\(s\) but 'memory:norm' has 1 channel"),
+                         (["data.std=[0]"], "data.std must be positive for every channel")):
+        with pytest.raises(LabelDistillErrors, match=message):
+            ld.prepare(config_mod.with_overrides(config_mod.Config(), overrides + bad))

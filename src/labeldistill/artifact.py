@@ -406,9 +406,11 @@ def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimize
         seeds = [derive_seed(base, "evaluate", i) for i in range(count)]
     from .data import dataset_options
 
-    opts = dataset_options((card.get("config") or {}).get("data") or {})  # how a path target was read
-    test_x, test_y = load_test_set(card["target"], root=root, device=device, download=download, **opts)
-    info = get_info(card["target"], **opts)
+    data_cfg = (card.get("config") or {}).get("data") or {}
+    opts = dataset_options(data_cfg)  # how a path target was read
+    norm = {"mean": data_cfg.get("mean"), "std": data_cfg.get("std")}  # data.mean / data.std, if the run set them
+    test_x, test_y = load_test_set(card["target"], root=root, device=device, download=download, **norm, **opts)
+    info = get_info(card["target"], **opts, **norm)
     if list(info.mean) != [float(v) for v in card["image"]["mean"]] or info.num_classes != ds.num_classes:
         raise DataError(f"the artifact's preprocessing or classes do not match the target dataset '{card['target']}' "
                         "of this labeldistill version")
@@ -426,13 +428,13 @@ def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimize
 
 
 def load_test_set(name: str, root: str | None = None, device: str | torch.device = "cpu",
-                  download: bool = True, **options) -> tuple[torch.Tensor, torch.Tensor]:
+                  download: bool = True, mean=None, std=None, **options) -> tuple[torch.Tensor, torch.Tensor]:
     """The target's official test split, preprocessed exactly as `data.prepare` does
-    (`options`: image_size and test_fraction of a dataset named by a path)."""
+    (`options`: how a dataset of one's own is read; `mean`, `std`: data.mean / data.std)."""
     from .data import preprocess
     from .datasets import get_info, load_raw
 
-    info = get_info(name, **options)
+    info = get_info(name, **options, mean=mean, std=std)
     raw = load_raw(name, root=root, download=download, **options)
     if raw.x_test is None:
         raise DataError(f"dataset '{name}' has no test split to evaluate on")

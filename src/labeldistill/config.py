@@ -67,6 +67,10 @@ class DataConfig:
     # None finds them (the Image / ClassLabel feature, else a usual name such as image / label).
     image_column: str | None = None
     label_column: str | None = None
+    # Normalisation of the target (and the source images it sees), per channel in [0, 1]
+    # units; None: the registry's values, or those of the training split of a dataset of one's own.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -549,6 +553,10 @@ def validate(cfg: Config) -> Config:
              "data.image_size applies to datasets read from a path (a .npz file, an image folder or a Hugging Face "
              "dataset folder); registered datasets keep their own size")
     need(0 < d.test_fraction < 1, f"data.test_fraction must be between 0 and 1, got {d.test_fraction}")
+    if d.std is not None:
+        need(len(d.std) >= 1 and min(d.std) > 0, f"data.std must be positive for every channel, got {list(d.std)}")
+    if d.mean is not None:
+        need(len(d.mean) >= 1, "data.mean needs one value per channel")
     # The classes of a path dataset are known once it is read: data.prepare checks it then.
     num_classes = DATASETS[d.target].num_classes if d.target in DATASETS else 0
     if cfg.balanced and cfg.data.source != "fake":

@@ -214,7 +214,9 @@ def prepare(cfg: Config, device: torch.device | str = "cpu", root=None) -> TaskD
     d = cfg.data
     root = root if root is not None else d.root
     opts = dataset_options(d)
-    target_info, source_info = get_info(d.target, **opts), get_info(d.source, **opts)
+    # data.mean / data.std, if given, normalise the target and the source images it sees
+    target_info = get_info(d.target, **opts, mean=getattr(d, "mean", None), std=getattr(d, "std", None))
+    source_info = get_info(d.source, **opts)
     raw = load_raw(d.target, root=root, download=d.download, **opts)
     if raw.x_test is None:
         raise DataError(f"dataset '{d.target}' has no test split and cannot be a target")

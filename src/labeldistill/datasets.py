@@ -41,7 +41,7 @@ import threading
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -193,7 +193,26 @@ def dataset_names() -> list[str]:
 
 
 def get_info(name: str, *, image_size: int | None = None, test_fraction: float = 0.2,
-             image_column: str | None = None, label_column: str | None = None) -> DatasetInfo:
+             image_column: str | None = None, label_column: str | None = None,
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> DatasetInfo:
+    """See `_get_info`; `mean` and `std` (per channel, in [0, 1] units) replace the
+    normalisation statistics of the dataset when given (data.mean / data.std)."""
+    info = _get_info(name, image_size=image_size, test_fraction=test_fraction, image_column=image_column,
+                     label_column=label_column)
+    if mean is None and std is None:
+        return info
+    for key, values in (("mean", mean), ("std", std)):
+        if values is not None and len(values) != info.channels:
+            raise DataError(f"data.{key} has {len(values)} value(s) but '{name}' has {info.channels} channel(s); "
+                            f"give one per channel")
+    if std is not None and min(std) <= 0:
+        raise DataError(f"data.std must be positive for every channel, got {list(std)}")
+    return replace(info, mean=tuple(float(m) for m in mean) if mean is not None else info.mean,
+                   std=tuple(float(v) for v in std) if std is not None else info.std)
+
+
+def _get_info(name: str, *, image_size: int | None = None, test_fraction: float = 0.2,
+              image_column: str | None = None, label_column: str | None = None) -> DatasetInfo:
     """The registry entry for ``name``, or the facts read from the data when ``name`` is a
     path (a .npz file or an image folder: see :mod:`labeldistill.userdata`, which also
     takes ``image_size`` and ``test_fraction``; registered datasets ignore them).
