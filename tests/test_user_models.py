@@ -103,7 +103,10 @@ def test_wrapped_model_gives_the_original_logits_and_its_features():
     x = torch.randn(7, 1, 8, 8)
     torch.testing.assert_close(model(x), original(x), rtol=0, atol=0)
     torch.testing.assert_close(model(x, head=False), torch.relu(original[1](x.flatten(1))), rtol=0, atol=0)
-    assert model.classifier is original[3] or torch.equal(model.classifier.weight, original[3].weight)
+    assert torch.equal(model.classifier.weight, original[3].weight)
+    assert isinstance(module[3], nn.Linear)  # the factory's own module is left as it was (the split is a copy's)
+    again = wrap_model("seq", module, 1, 5, 8)  # so a factory that returns one instance twice works twice
+    torch.testing.assert_close(again(x), original(x), rtol=0, atol=0)
 
 
 def test_factory_path_resolves_and_initialises_by_seed(user_module):
@@ -241,3 +244,55 @@ def test_other_methods_accept_a_model_of_ones_own(user_module, method):
         assert (labels - 0.1).abs().max() > 1e-3
     else:  # labels made directly, a hundred steps of training: well above chance
         assert result["test_accuracy_mean"] > 15
+
+
+class Dropout(nn.Module):
+    def __init__(self, in_channels=1, num_classes=10, image_size=8):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, 32), nn.ReLU(),
+                                  nn.Dropout(0.5))
+        self.out = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.out(self.body(x))
+
+
+class Branchy(nn.Module):
+    """Data-dependent control flow: vmap cannot run it."""
+
+    def __init__(self, in_channels=1, num_classes=10, image_size=8):
+        super().__init__()
+        self.fc = nn.Linear(in_channels * image_size ** 2, 16)
+        self.out = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        h = torch.relu(self.fc(x.flatten(1)))
+        if h.mean() > 0:
+            h = h * 2
+        return self.out(h)
+
+
+def test_dropout_models_repeat_exactly_and_vmap_failures_fall_back_to_the_loop():
+    from labeldistill.evaluate import vmap_supported
+
+    register_model("dropout", Dropout, overwrite=True)
+    register_model("branchy", Branchy, overwrite=True)
+    try:
+        base, labels, ex, ey = _task()
+        recipe = Recipe(arch="dropout", batch_size=5)
+        torch.manual_seed(123)
+        first = train_and_evaluate(recipe, base, labels, [1, 2], 6, ex, ey)
+        torch.manual_seed(456)  # the caller's generator state does not matter: the seeds decide
+        second = train_and_evaluate(recipe, base, labels, [1, 2], 6, ex, ey)
+        torch.testing.assert_close(first.losses, second.losses, rtol=0, atol=0)
+        seq = [train_and_evaluate_sequential(recipe, base, labels, [1, 2], 6, ex, ey) for _ in range(2)]
+        torch.testing.assert_close(seq[0].losses, seq[1].losses, rtol=0, atol=0)
+        branchy = Recipe(arch="branchy", batch_size=5)
+        assert vmap_supported(recipe, base) and not vmap_supported(branchy, base)
+        got = train_and_evaluate(branchy, base, labels, [3, 4], 5, ex, ey, eval_steps=[2, 5])
+        ref = train_and_evaluate_sequential(branchy, base, labels, [3, 4], 5, ex, ey, eval_steps=[2, 5])
+        torch.testing.assert_close(got.losses, ref.losses, rtol=0, atol=0)
+        assert not torch.allclose(ref.losses[0], ref.losses[-1])
+    finally:
+        unregister_model("dropout")
+        unregister_model("branchy")

@@ -37,11 +37,14 @@ def small_digits(n_train=300, n_test=100):
 
 # --------------------------------------------------------------------------- Hugging Face datasets
 
-datasets = pytest.importorskip("datasets", reason="the `datasets` library (labeldistill[hf]) is not installed")
+@pytest.fixture()
+def hf():
+    return pytest.importorskip("datasets", reason="the `datasets` library (labeldistill[hf]) is not installed")
 
 
 def save_hf(path: Path, x_tr, y_tr, x_te=None, y_te=None, image="image", label="label", class_label=True,
             pil=True):
+    import datasets
     from PIL import Image
 
     feats = {image: datasets.Image() if pil else datasets.Array2D(shape=x_tr.shape[1:], dtype="uint8"),
@@ -58,7 +61,7 @@ def save_hf(path: Path, x_tr, y_tr, x_te=None, y_te=None, image="image", label="
     return str(path)
 
 
-def test_hf_dataset_dict_reads_like_the_arrays(tmp_path):
+def test_hf_dataset_dict_reads_like_the_arrays(tmp_path, hf):
     x_tr, y_tr, x_te, y_te = small_digits()
     name = save_hf(tmp_path / "hf", x_tr, y_tr, x_te, y_te)
     info = ds.get_info(name)
@@ -72,7 +75,7 @@ def test_hf_dataset_dict_reads_like_the_arrays(tmp_path):
     assert info.mean[0] == pytest.approx(mean, abs=1e-9)
 
 
-def test_hf_dataset_without_test_split_and_named_columns(tmp_path):
+def test_hf_dataset_without_test_split_and_named_columns(tmp_path, hf):
     x_tr, y_tr, _, _ = small_digits()
     name = save_hf(tmp_path / "hf1", x_tr, y_tr, image="pixels_of_digit", label="which", class_label=False, pil=False)
     with pytest.raises(DataError, match=r"cannot tell which column of .* holds the images \(columns: "
@@ -87,14 +90,14 @@ def test_hf_dataset_without_test_split_and_named_columns(tmp_path):
         ds.load_raw(name, image_column="img", label_column="which")
 
 
-def test_hf_dataset_through_a_config_and_errors(tmp_path, monkeypatch):
+def test_hf_dataset_through_a_config_and_errors(tmp_path, monkeypatch, hf):
     x_tr, y_tr, x_te, y_te = small_digits()
     name = save_hf(tmp_path / "hf", x_tr, y_tr, x_te, y_te)
     cfg = config_mod.with_overrides(config_mod.Config(), [f"data.source={name}", f"data.target={name}",
                                                           "data.num_base_examples=20"])
     data = ld.prepare(cfg)
     assert data.base_x.shape == (20, 1, 28, 28) and data.test_x.shape[0] == 100
-    dd = datasets.DatasetDict({"training": datasets.load_from_disk(name)["train"]})
+    dd = hf.DatasetDict({"training": hf.load_from_disk(name)["train"]})
     dd.save_to_disk(str(tmp_path / "nosplit"))
     with pytest.raises(DataError, match="has the splits training but no 'train'"):
         ds.load_raw(str(tmp_path / "nosplit"))
@@ -206,11 +209,19 @@ def test_distill_one_call_equals_the_config_run_and_takes_arrays(tmp_path):
     assert r.result["test_accuracy"] == ref["test_accuracy"] and r.accuracy == ref["test_accuracy_mean"]
     assert r.images.shape == (20, 1, 28, 28)
     assert torch.equal((r.images * 255).round().to(torch.uint8)[:, 0], torch.from_numpy(x_tr)[r.result["base_indices"]])
-    assert r.run_dir == tmp_path / "runs" / "baseline-ls_base_to_base_20be_0s"
+    assert r.run_dir.parent == tmp_path / "runs" and r.run_dir.name.startswith("baseline-ls_base-")
+    assert r.result["source"] == r.result["target"] and r.run_dir.name.endswith("_20be_0s")
     assert r.artifact == r.run_dir / "distilled.json" and r.artifact.is_file()
     loaded = ld.load_distilled(r.run_dir)
     assert torch.allclose(loaded.labels, r.labels)
     assert "baseline-ls: 20 base examples, test accuracy" in repr(r)
+    # other arrays are another dataset, with a run folder of its own; the same arrays are the same run
+    other = ld.distill((x_tr[::-1], y_tr[::-1], x_te, y_te), method="baseline-ls", num_base_examples=20,
+                       out=tmp_path / "runs", overrides=common)
+    assert other.run_dir != r.run_dir
+    again = ld.distill((x_tr, y_tr, x_te, y_te), method="baseline-ls", num_base_examples=20, out=tmp_path / "runs",
+                       overrides=common, resume=True)
+    assert again.run_dir == r.run_dir and again.result["test_accuracy"] == r.result["test_accuracy"]
 
 
 def test_distill_one_call_with_a_factory_and_bad_arguments(tmp_path):
@@ -258,3 +269,43 @@ def test_given_mean_and_std_normalise_the_target_and_travel_with_the_artifact(tm
                          (["data.std=[0]"], "data.std must be positive for every channel")):
         with pytest.raises(LabelDistillErrors, match=message):
             ld.prepare(config_mod.with_overrides(config_mod.Config(), overrides + bad))
+
+
+class BadLabels(Pairs):
+    def __init__(self, x, y, kind):
+        super().__init__(x, y)
+        self.kind = kind
+
+    def __getitem__(self, i):
+        image, label = super().__getitem__(i)
+        return image, (float(label) + 0.5 if self.kind == "float" else torch.nn.functional.one_hot(
+            torch.tensor(label), 10))
+
+
+@pytest.mark.parametrize("kind,message", [("float", "train labels have dtype float64"),
+                                          ("onehot", "item 0 has a label of shape (10,); expected one integer")])
+def test_from_torch_refuses_labels_that_are_not_class_indices(kind, message):
+    x, y, _, _ = small_digits(60, 10)
+    with pytest.raises(DataError) as info:
+        ld.from_torch(BadLabels(x, y, kind), name="bad")
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_in_memory_data_is_a_copy_and_keeps_its_size():
+    x, y, xt, yt = small_digits()
+    name = ld.from_arrays(x, y, xt, yt, name="copy")
+    before = ds.load_raw(name).x_train.clone()
+    x[:] = 0
+    assert torch.equal(ds.load_raw(name).x_train, before)
+    with pytest.raises(DataError, match="holds 28x28 images, not 16x16; pass image_size=16 to from_arrays"):
+        ds.get_info(name, image_size=16)
+    small = ld.from_arrays(xt, yt, name="small", image_size=16)
+    assert ds.get_info(small, image_size=16).image_size == 16
+
+
+def test_hf_grayscale_train_and_colour_test_become_colour(tmp_path, hf):
+    x_tr, y_tr, x_te, y_te = small_digits()
+    name = save_hf(tmp_path / "mixed", x_tr, y_tr, np.repeat(x_te[..., None], 3, axis=3), y_te)
+    raw = ds.load_raw(name)
+    assert raw.x_train.shape[1:] == (28, 28, 3) and raw.x_test.shape[1:] == (28, 28, 3)
+    assert torch.equal(raw.x_train[..., 1], torch.from_numpy(x_tr))

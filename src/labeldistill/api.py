@@ -121,7 +121,7 @@ def distill(base: Any, target: Any = None, *, method: str = "ld-rr", arch: str |
 def _dataset(data: Any, role: str, image_size: int | None) -> str:
     from .userdata import as_dataset_name
 
-    return as_dataset_name(data, name=role, image_size=image_size)
+    return as_dataset_name(data, role=role, image_size=image_size)
 
 
 def _base_images(cfg, data_root, result: dict) -> torch.Tensor:

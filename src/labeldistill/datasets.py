@@ -809,7 +809,8 @@ _LOCK = threading.RLock()
 
 
 def clear_cache() -> None:
-    """Forget every dataset loaded in this process."""
+    """Forget every dataset loaded from disk in this process (in-memory datasets made by
+    from_arrays / from_torch stay: they exist nowhere else)."""
     from .userdata import clear_cache as clear_path_cache
 
     with _LOCK:

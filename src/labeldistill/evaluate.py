@@ -11,6 +11,7 @@ ordinary loop over ordinary modules with the same seeds (tested).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -200,14 +201,59 @@ def train_and_evaluate(
     changes a model's result.
     """
     steps = _eval_steps(num_steps, eval_steps)
+    if not vmap_supported(recipe, base_x):  # a model of the user's own that vmap cannot run: one at a time
+        return train_and_evaluate_sequential(recipe, base_x, labels, seeds, num_steps, eval_x, eval_y, eval_steps)
     errors, losses = [], []
     for start in range(0, len(seeds), max_models):
         chunk = list(seeds[start:start + max_models])
         lab = labels if labels.dim() == 2 else labels[start:start + len(chunk)]
-        e, l = _train_chunk(recipe, base_x, lab, chunk, steps, eval_x, eval_y, max_images)
+        with _seeded_random_ops(chunk, base_x.device):  # dropout in a model of one's own: drawn from the seeds
+            e, l = _train_chunk(recipe, base_x, lab, chunk, steps, eval_x, eval_y, max_images)
         errors.append(e)
         losses.append(l)
     return EvalResult(steps, torch.cat(errors, dim=1), torch.cat(losses, dim=1))
+
+
+@contextlib.contextmanager
+def _seeded_random_ops(seeds: Sequence[int], device: torch.device):
+    """The global generators (which random layers such as dropout draw from) forked and set
+    from the models' seeds, so that a training run repeats exactly; the caller's state is kept."""
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed((sum(int(s) * (i + 1) for i, s in enumerate(seeds)) * 1000003 + 7) % (2**63 - 1))
+        yield
+
+
+_VMAP_OK: dict[tuple, bool] = {}
+
+
+def vmap_supported(recipe: Recipe, base_x: torch.Tensor) -> bool:
+    """Whether many models of `recipe.arch` can train as one under `torch.func.vmap`. Built-in
+    architectures can; a model of the user's own is tried once (two copies, a forward and a
+    backward on two base images) and, if vmap cannot run it (data-dependent control flow,
+    in-place ops it does not support, ...), evaluation falls back to the sequential loop."""
+    from .models import BUILTIN_MODELS
+
+    if recipe.arch in BUILTIN_MODELS:
+        return True
+    key = (recipe.arch, tuple(base_x.shape[1:]), recipe.head)
+    if key not in _VMAP_OK:
+        try:
+            models = [init_model(recipe, s, base_x.shape[1], 2, base_x.shape[-1]).to(base_x.device, base_x.dtype)
+                      for s in (0, 1)]
+            params, buffers = stack_module_state(models)
+            base = copy.deepcopy(models[0]).to("meta").train()
+
+            def fn(p, b, x):
+                return functional_call(base, (p, b), (x,), {"head": recipe.head != "rr"})
+
+            x = base_x[:2].unsqueeze(0).expand(2, *base_x[:2].shape)
+            with torch.random.fork_rng(devices=[]):
+                vmap(fn, in_dims=(0, 0, 0), randomness="different")(params, buffers, x).sum().backward()
+            _VMAP_OK[key] = True
+        except Exception:  # noqa: BLE001 - any failure means: train them one at a time
+            _VMAP_OK[key] = False
+    return _VMAP_OK[key]
 
 
 def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_images):
@@ -345,59 +391,66 @@ def train_and_evaluate_sequential(
     """The plain loop the parallel path must equal: one `nn.Module` and optimiser per model."""
     steps = _eval_steps(num_steps, eval_steps)
     device = base_x.device
-    n, num_classes = base_x.shape[0], labels.shape[-1]
-    batch = min(recipe.batch_size, n)
     errors = torch.zeros(len(steps), len(seeds), dtype=torch.float64)
     losses = torch.zeros(len(steps), len(seeds), dtype=torch.float64)
     for j, (seed, data_seed) in enumerate(zip(seeds, _data_seeds(seeds))):
-        lab = labels if labels.dim() == 2 else labels[j]
-        model = init_model(recipe, seed, base_x.shape[1], num_classes, base_x.shape[-1],
-                           eval_bn_momentum(recipe)).to(device, base_x.dtype)
-        rr = recipe.head == "rr"
-        through_head = recipe.rr_gradients == "reference"
-        trainable = [p for k, p in model.named_parameters() if not (rr and k.startswith("classifier."))]
-        opt = make_optimizer(recipe.optimizer, trainable, recipe.learning_rate)
-        if rr:
-            weights = torch.zeros(model.feature_dim + 1, num_classes, device=device, dtype=base_x.dtype)
-            scale = torch.ones((), device=device, dtype=base_x.dtype, requires_grad=True)
-            scale_opt = torch.optim.Adam([scale], lr=recipe.calibration_lr)
-        idx = minibatch_indices(n, batch, steps[-1], data_seed).to(device)
-        if recipe.augment:
-            offsets = augment_offsets(steps[-1], batch, recipe.augment, _aug_seed(data_seed)).to(device)
-        k = 0
-        for step in range(1, steps[-1] + 1):
-            xb, yb = base_x[idx[step - 1]], lab[idx[step - 1]]
-            if recipe.augment:
-                xb = translate(xb, offsets[step - 1], recipe.augment)
-            if rr:
-                phi = append_ones(model(xb, head=False))
-                weights = update_head(weights, phi if through_head else phi.detach(), yb,
-                                      recipe.ridge_lambda, recipe.head_momentum)
-                logits = rr_logits(phi, weights, scale)
-            else:
-                logits = model(xb)
-            loss = training_loss(logits, yb, recipe.loss)
-            opt.zero_grad(set_to_none=True)
-            if rr:
-                scale_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if rr:
-                scale_opt.step()
-            if step == steps[k]:
-                wrong, total_loss = 0, 0.0
-                model.eval()
-                with torch.no_grad():
-                    for i in range(0, eval_x.shape[0], eval_batch):
-                        xc, yc = eval_x[i:i + eval_batch], eval_y[i:i + eval_batch]
-                        out = rr_logits(append_ones(model(xc, head=False)), weights, scale) if rr else model(xc)
-                        wrong += int((out.argmax(-1) != yc).sum())
-                        total_loss += float(F.cross_entropy(out, yc, reduction="sum"))
-                model.train()
-                errors[k, j] = 100.0 * wrong / eval_x.shape[0]
-                losses[k, j] = total_loss / eval_x.shape[0]
-                k += 1
+        with _seeded_random_ops([seed], device):
+            _train_one(recipe, base_x, labels if labels.dim() == 2 else labels[j], seed, data_seed, steps, eval_x,
+                       eval_y, eval_batch, errors[:, j], losses[:, j])
     return EvalResult(steps, errors, losses)
+
+
+def _train_one(recipe, base_x, lab, seed, data_seed, steps, eval_x, eval_y, eval_batch, errors, losses) -> None:
+    """One model of the sequential loop; its errors and losses at `steps` are written in place."""
+    device = base_x.device
+    n, num_classes = base_x.shape[0], lab.shape[-1]
+    batch = min(recipe.batch_size, n)
+    model = init_model(recipe, seed, base_x.shape[1], num_classes, base_x.shape[-1],
+                       eval_bn_momentum(recipe)).to(device, base_x.dtype)
+    rr = recipe.head == "rr"
+    through_head = recipe.rr_gradients == "reference"
+    trainable = [p for k, p in model.named_parameters() if not (rr and k.startswith("classifier."))]
+    opt = make_optimizer(recipe.optimizer, trainable, recipe.learning_rate)
+    if rr:
+        weights = torch.zeros(model.feature_dim + 1, num_classes, device=device, dtype=base_x.dtype)
+        scale = torch.ones((), device=device, dtype=base_x.dtype, requires_grad=True)
+        scale_opt = torch.optim.Adam([scale], lr=recipe.calibration_lr)
+    idx = minibatch_indices(n, batch, steps[-1], data_seed).to(device)
+    if recipe.augment:
+        offsets = augment_offsets(steps[-1], batch, recipe.augment, _aug_seed(data_seed)).to(device)
+    k = 0
+    for step in range(1, steps[-1] + 1):
+        xb, yb = base_x[idx[step - 1]], lab[idx[step - 1]]
+        if recipe.augment:
+            xb = translate(xb, offsets[step - 1], recipe.augment)
+        if rr:
+            phi = append_ones(model(xb, head=False))
+            weights = update_head(weights, phi if through_head else phi.detach(), yb,
+                                  recipe.ridge_lambda, recipe.head_momentum)
+            logits = rr_logits(phi, weights, scale)
+        else:
+            logits = model(xb)
+        loss = training_loss(logits, yb, recipe.loss)
+        opt.zero_grad(set_to_none=True)
+        if rr:
+            scale_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if rr:
+            scale_opt.step()
+        if step == steps[k]:
+            wrong, total_loss = 0, 0.0
+            model.eval()
+            with torch.no_grad():
+                for i in range(0, eval_x.shape[0], eval_batch):
+                    xc, yc = eval_x[i:i + eval_batch], eval_y[i:i + eval_batch]
+                    out = rr_logits(append_ones(model(xc, head=False)), weights, scale) if rr else model(xc)
+                    wrong += int((out.argmax(-1) != yc).sum())
+                    total_loss += float(F.cross_entropy(out, yc, reduction="sum"))
+            model.train()
+            errors[k] = 100.0 * wrong / eval_x.shape[0]
+            losses[k] = total_loss / eval_x.shape[0]
+            k += 1
 
 
 # The reference evaluates after these steps with more than 100 base examples (its

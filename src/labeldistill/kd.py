@@ -25,6 +25,13 @@ def train_teacher(arch: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = generator(seed, "teacher_order")
     model.train()
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(derive_seed(seed, "teacher_random_ops"))  # dropout in a model of one's own
+        _fit(model, opt, x, y, epochs, batch_size, g)
+    return model.eval()
+
+
+def _fit(model, opt, x, y, epochs: int, batch_size: int, g: torch.Generator) -> None:
     for _ in range(epochs):
         order = torch.randperm(x.shape[0], generator=g).to(x.device)
         for start in range(0, x.shape[0], batch_size):
@@ -33,7 +40,6 @@ def train_teacher(arch: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    return model.eval()
 
 
 @torch.no_grad()

@@ -335,6 +335,9 @@ def wrap_model(name: str, module: object, in_channels: int, num_classes: int, im
         return module
     if not isinstance(module, nn.Module):
         raise ConfigError(f"architecture '{name}': its factory returned a {type(module).__name__}, not a torch.nn.Module")
+    import copy
+
+    module = copy.deepcopy(module)  # the split below edits the module: never the factory's own object
     linears = [(path, m) for path, m in module.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ConfigError(f"architecture '{name}': the model has no nn.Linear layer to use as its classifier; "

@@ -52,7 +52,7 @@ def method_variant(result: dict) -> str:
             parts.append(f"{epochs} epochs")
         if m.endswith("-rr") and di.get("ridge_lambda", 1.0) != 1.0:
             parts.append(f"lambda {di['ridge_lambda']:g}")
-    if m == "baseline-kd" and ev.get("kd_num_teachers", 1) > 1:
+    if (m == "baseline-kd" or di.get("init_labels") == "baseline-kd") and ev.get("kd_num_teachers", 1) > 1:
         parts.append(f"{ev['kd_num_teachers']} teachers")
     head = learner.get("head") or ev.get("head")
     if head and head != ("rr" if m.endswith("-rr") else "linear"):

@@ -98,7 +98,11 @@ def load_path(name: str, image_size: int | None = None, test_fraction: float = D
               image_column: str | None = None, label_column: str | None = None) -> tuple[DatasetInfo, RawData]:
     """The info and raw data of the dataset at path `name`, cached per resolved path and options."""
     if is_memory_name(name):
-        return memory_dataset(name)
+        info, raw = memory_dataset(name)
+        if image_size is not None and image_size != info.image_size:
+            raise _error(f"in-memory dataset '{name}' holds {info.image_size}x{info.image_size} images, not "
+                         f"{image_size}x{image_size}; pass image_size={image_size} to from_arrays / from_torch instead")
+        return info, raw
     path = Path(name).expanduser()
     if not path.exists():
         raise _error(f"no such file or folder: {name}")
@@ -398,8 +402,10 @@ def _image_array(obj, where: str, image_size: int | None) -> np.ndarray:
                              f"{np.nanmax(a):.3g}); give uint8 images or undo the normalisation: labeldistill "
                              "normalises with the training split's mean and std itself")
             a = np.rint(a * 255.0).astype(np.uint8)
+        elif a.dtype == np.bool_:
+            a = a.astype(np.uint8) * 255
         elif a.dtype != np.uint8:
-            if a.dtype.kind not in "iub" or a.min() < 0 or a.max() > 255:
+            if a.dtype.kind not in "iu" or a.min() < 0 or a.max() > 255:
                 raise _error(f"{where}: images have dtype {a.dtype}; give uint8 (0..255) or floats in [0, 1]")
             a = a.astype(np.uint8)
         if image_size is None:
@@ -423,10 +429,10 @@ def _stack_images(images: list[np.ndarray], where: str) -> np.ndarray:
 def _label_array(y, where: str, split: str) -> np.ndarray:
     if isinstance(y, torch.Tensor):
         y = y.detach().cpu().numpy()
-    y = np.asarray(y)
+    y = np.array(y, copy=True)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim != 1 or y.dtype.kind not in "iub":
+    if y.ndim != 1 or y.dtype.kind not in "iu":
         raise _error(f"{where}: {split} labels have dtype {y.dtype} and shape {tuple(y.shape)}; expected one "
                      "integer class index (0..K-1) per image")
     return y.astype(np.int64)
@@ -515,7 +521,15 @@ def _read_hf(path: Path, image_size: int | None, test_fraction: float, image_col
 
     x_tr, y_tr = read(train, "train")
     x_te, y_te = read(test, "test")
+    x_tr, x_te = _same_channels(x_tr, x_te)
     return _finish(where, x_tr, y_tr, x_te, y_te, names, test_fraction)
+
+
+def _same_channels(x_tr: np.ndarray, x_te: np.ndarray | None):
+    """Grayscale and colour splits: both colour (grayscale becomes three equal channels)."""
+    if x_te is not None and x_te.ndim != x_tr.ndim:
+        x_tr, x_te = (np.repeat(a[..., None], 3, axis=3) if a.ndim == 3 else a for a in (x_tr, x_te))
+    return x_tr, x_te
 
 
 # --------------------------------------------------------------------------- in-memory datasets (Python API)
@@ -567,8 +581,38 @@ def _images_of(x, where: str, image_size: int | None) -> np.ndarray:
         if x.shape[1] != x.shape[2]:
             raise _error(f"{where}: images are {x.shape[2]}x{x.shape[1]} (width x height), not square; "
                          "pass image_size to resize them")
-        return x
+        return np.array(x, copy=True)  # the dataset must not change when the caller's array does
     return _stack_images([_image_array(im, where, image_size) for im in x], where)
+
+
+def _fingerprint(key: str) -> str:
+    """Eight hex digits of a SHA-1 over an in-memory dataset's images, labels and class names."""
+    import hashlib
+
+    info, raw = _MEMORY[key]
+    h = hashlib.sha1()
+    for t in (raw.x_train, raw.y_train, raw.x_test, raw.y_test):
+        h.update(t.numpy().tobytes())
+        h.update(str(tuple(t.shape)).encode())
+    h.update("\0".join(info.class_names).encode())
+    return h.hexdigest()[:8]
+
+
+def _rename(key: str, name: str) -> str:
+    info, raw = _MEMORY.pop(key)
+    new = MEMORY_PREFIX + name
+    _MEMORY[new] = (replace(info, name=new, description=info.description.replace(key[len(MEMORY_PREFIX):], name, 1)),
+                    replace(raw, name=new, origin=new))
+    return new
+
+
+def _register_arrays(*arrays, image_size, test_fraction) -> str:
+    return from_arrays(*arrays, name="_unnamed", image_size=image_size, test_fraction=test_fraction)
+
+
+def _register_torch(train, test, image_size, test_fraction, class_names) -> str:
+    return from_torch(train, test, name="_unnamed", image_size=image_size, test_fraction=test_fraction,
+                      class_names=class_names)
 
 
 def from_arrays(x_train, y_train, x_test=None, y_test=None, *, name: str = "arrays", class_names=None,
@@ -587,8 +631,7 @@ def from_arrays(x_train, y_train, x_test=None, y_test=None, *, name: str = "arra
     y_tr = _label_array(y_train, where, "train")
     x_te = None if x_test is None else _images_of(x_test, where, image_size)
     y_te = None if y_test is None else _label_array(y_test, where, "test")
-    if x_te is not None and x_te.ndim != x_tr.ndim:  # one split grayscale, the other colour
-        x_tr, x_te = (np.repeat(a[..., None], 3, axis=3) if a.ndim == 3 else a for a in (x_tr, x_te))
+    x_tr, x_te = _same_channels(x_tr, x_te)
     return _register(str(name), x_tr, y_tr, x_te, y_te, _names(class_names), test_fraction)
 
 
@@ -604,8 +647,14 @@ def _dataset_items(ds, where: str, image_size: int | None) -> tuple[np.ndarray, 
             raise _error(f"{where}: item {i} is a {type(item).__name__}; expected (image, label) pairs")
         images.append(_image_array(item[0], where, image_size))
         label = item[1]
-        labels.append(int(label.item() if isinstance(label, torch.Tensor) else label))
-    return _stack_images(images, where), np.asarray(labels, dtype=np.int64)
+        if isinstance(label, torch.Tensor):
+            label = label.detach().cpu().numpy()
+        label = np.asarray(label)
+        if label.size != 1:
+            raise _error(f"{where}: item {i} has a label of shape {tuple(label.shape)}; expected one integer class "
+                         "index (0..K-1), not a one-hot or soft label")
+        labels.append(label.reshape(()))
+    return _stack_images(images, where), _label_array(np.stack(labels), where, "train")
 
 
 def from_torch(train, test=None, *, name: str = "torch", class_names=None, image_size: int | None = None,
@@ -617,14 +666,13 @@ def from_torch(train, test=None, *, name: str = "torch", class_names=None, image
     where = MEMORY_PREFIX + str(name)
     x_tr, y_tr = _dataset_items(train, where, image_size)
     x_te, y_te = (None, None) if test is None else _dataset_items(test, where, image_size)
-    if x_te is not None and x_te.ndim != x_tr.ndim:
-        x_tr, x_te = (np.repeat(a[..., None], 3, axis=3) if a.ndim == 3 else a for a in (x_tr, x_te))
+    x_tr, x_te = _same_channels(x_tr, x_te)
     if class_names is None:
         class_names = getattr(train, "classes", None)
     return _register(str(name), x_tr, y_tr, x_te, y_te, _names(class_names), test_fraction)
 
 
-def as_dataset_name(data, *, name: str, image_size: int | None = None,
+def as_dataset_name(data, *, name: str | None = None, role: str = "data", image_size: int | None = None,
                     test_fraction: float = DEFAULT_TEST_FRACTION) -> str:
     """A dataset name for what :func:`labeldistill.distill` was given: a name or path (kept), a
     torch Dataset, a (train, test) pair of Datasets, or arrays (x, y) / (x_train, y_train, x_test, y_test)."""
@@ -633,12 +681,15 @@ def as_dataset_name(data, *, name: str, image_size: int | None = None,
     from torch.utils.data import Dataset
 
     if isinstance(data, Dataset):
-        return from_torch(data, name=name, image_size=image_size, test_fraction=test_fraction)
-    if isinstance(data, (tuple, list)):
-        if len(data) == 2 and all(isinstance(d, Dataset) for d in data):
-            return from_torch(data[0], data[1], name=name, image_size=image_size, test_fraction=test_fraction)
-        if len(data) in (2, 4):
-            return from_arrays(*data, name=name, image_size=image_size, test_fraction=test_fraction)
+        key = _register_torch(data, None, image_size, test_fraction, None)
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, Dataset) for d in data):
+        key = _register_torch(data[0], data[1], image_size, test_fraction, None)
+    elif isinstance(data, (tuple, list)) and len(data) in (2, 4):
+        key = _register_arrays(*data, image_size=image_size, test_fraction=test_fraction)
+    else:
+        key = None
+    if key is not None:  # named after its content: other data never shares a run folder with it
+        return _rename(key, name or f"{role}-{_fingerprint(key)}")
     raise _error(f"cannot use a {type(data).__name__} as a dataset; give a dataset name, a path (.npz, image folder "
                  "or a Hugging Face save_to_disk folder), a torch Dataset, a (train, test) pair of Datasets, or "
                  "arrays (x, y) or (x_train, y_train, x_test, y_test)")
