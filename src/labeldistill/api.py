@@ -106,14 +106,18 @@ def distill(base: Any, target: Any = None, *, method: str = "ld-rr", arch: str |
                             resume=resume, overwrite=overwrite, handle_signals=False)
     run_dir = Path(out) / cfg.run_name if out is not None else None
     artifact = run_dir / result["artifact"] if run_dir is not None and result.get("artifact") else None
+    from .data import dataset_options
+    from .datasets import get_info
+
+    info = get_info(cfg.data.target, **dataset_options(cfg.data))
     if cfg.method.startswith("dd-"):  # image distillation: the synthetic images, not real ones
         saved = run_dir / "synthetic_images.pt" if run_dir is not None else None
         images = torch.load(saved) if saved is not None and saved.is_file() else torch.empty(0)
     else:
-        images = _base_images(cfg, data_root, result)
+        images = _base_images(cfg, info, data_root, result)
     return DistillResult(
         labels=torch.as_tensor(result["labels"]), images=images,
-        class_names=_class_names(cfg), accuracy=float(result["test_accuracy_mean"]),
+        class_names=list(info.class_names), accuracy=float(result["test_accuracy_mean"]),
         accuracy_std=float(result["test_accuracy_std"]), num_steps=int(result["num_steps"]),
         run_dir=run_dir, artifact=artifact, result=result)
 
@@ -124,23 +128,14 @@ def _dataset(data: Any, role: str, image_size: int | None) -> str:
     return as_dataset_name(data, role=role, image_size=image_size)
 
 
-def _base_images(cfg, data_root, result: dict) -> torch.Tensor:
-    """The base images in [0, 1] in the target's shape: re-read from the source by their indices."""
+def _base_images(cfg, info, data_root, result: dict) -> torch.Tensor:
+    """The base images in [0, 1] in the shape of the target `info`: re-read from the source by their indices."""
     from .data import dataset_options, to_pixels
-    from .datasets import get_info, load_raw
+    from .datasets import load_raw
 
-    opts = dataset_options(cfg.data)
-    info = get_info(cfg.data.target, **opts)
     indices = torch.as_tensor(result["base_indices"])
     if cfg.data.source == "fake" or (indices < 0).any():
         return torch.empty(0)
     raw = load_raw(cfg.data.source, root=data_root if data_root is not None else cfg.data.root,
-                   download=cfg.data.download, **opts)
+                   download=cfg.data.download, **dataset_options(cfg.data))
     return to_pixels(raw.x_train[indices], info.channels, info.image_size)
-
-
-def _class_names(cfg) -> list[str]:
-    from .data import dataset_options
-    from .datasets import get_info
-
-    return list(get_info(cfg.data.target, **dataset_options(cfg.data)).class_names)

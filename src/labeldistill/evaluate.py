@@ -11,7 +11,6 @@ ordinary loop over ordinary modules with the same seeds (tested).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .heads import append_ones, rr_logits, update_head
 from .models import create_model, normalises_with_batch_statistics
+from .seeding import seeded_global_rng
 from .stacked import stacked_forward
 
 # Checked on real MNIST (100 base examples, true labels, LeNet, both heads; 100-1000 steps):
@@ -124,8 +124,7 @@ def init_model(recipe: Recipe, seed: int, in_channels: int, num_classes: int, im
 
     The default BatchNorm uses batch statistics (meta-learning); evaluation
     models pass `eval_bn_momentum(recipe)`."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):
         return create_model(recipe.arch, in_channels, num_classes, image_size, bn_momentum=bn_momentum)
 
 
@@ -214,14 +213,11 @@ def train_and_evaluate(
     return EvalResult(steps, torch.cat(errors, dim=1), torch.cat(losses, dim=1))
 
 
-@contextlib.contextmanager
 def _seeded_random_ops(seeds: Sequence[int], device: torch.device):
-    """The global generators (which random layers such as dropout draw from) forked and set
-    from the models' seeds, so that a training run repeats exactly; the caller's state is kept."""
-    devices = [device] if torch.device(device).type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed((sum(int(s) * (i + 1) for i, s in enumerate(seeds)) * 1000003 + 7) % (2**63 - 1))
-        yield
+    """The global generators (which random layers such as dropout draw from) set from the
+    models' seeds, so that a training run repeats exactly; the caller's state is kept."""
+    return seeded_global_rng((sum(int(s) * (i + 1) for i, s in enumerate(seeds)) * 1000003 + 7) % (2**63 - 1),
+                             device)
 
 
 _VMAP_OK: dict[tuple, bool] = {}
@@ -248,7 +244,7 @@ def vmap_supported(recipe: Recipe, base_x: torch.Tensor) -> bool:
                 return functional_call(base, (p, b), (x,), {"head": recipe.head != "rr"})
 
             x = base_x[:2].unsqueeze(0).expand(2, *base_x[:2].shape)
-            with torch.random.fork_rng(devices=[]):
+            with seeded_global_rng(0, base_x.device):
                 vmap(fn, in_dims=(0, 0, 0), randomness="different")(params, buffers, x).sum().backward()
             _VMAP_OK[key] = True
         except Exception:  # noqa: BLE001 - any failure means: train them one at a time

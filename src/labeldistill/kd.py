@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .evaluate import Recipe, init_model
-from .seeding import derive_seed, generator
+from .seeding import derive_seed, generator, seeded_global_rng
 
 
 def train_teacher(arch: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, epochs: int,
@@ -25,8 +25,7 @@ def train_teacher(arch: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = generator(seed, "teacher_order")
     model.train()
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(derive_seed(seed, "teacher_random_ops"))  # dropout in a model of one's own
+    with seeded_global_rng(derive_seed(seed, "teacher_random_ops"), x.device):  # dropout in a model of one's own
         _fit(model, opt, x, y, epochs, batch_size, g)
     return model.eval()
 

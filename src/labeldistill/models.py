@@ -5,6 +5,9 @@
 """
 from __future__ import annotations
 
+import copy
+import importlib
+import inspect
 import math
 from typing import Callable
 
@@ -249,7 +252,6 @@ def is_factory_path(name: object) -> bool:
 
 
 def _import_factory(name: str) -> ModelFactory:
-    import importlib
 
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
@@ -294,7 +296,6 @@ def default_arch(channels: int) -> str:
 
 def _call_factory(name: str, factory: ModelFactory, in_channels: int, num_classes: int, image_size: int,
                   extra: dict) -> nn.Module:
-    import inspect
 
     kwargs = dict(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **extra)
     try:
@@ -335,8 +336,6 @@ def wrap_model(name: str, module: object, in_channels: int, num_classes: int, im
         return module
     if not isinstance(module, nn.Module):
         raise ConfigError(f"architecture '{name}': its factory returned a {type(module).__name__}, not a torch.nn.Module")
-    import copy
-
     module = copy.deepcopy(module)  # the split below edits the module: never the factory's own object
     linears = [(path, m) for path, m in module.named_modules() if isinstance(m, nn.Linear)]
     if not linears:

@@ -550,16 +550,33 @@ def memory_dataset(name: str) -> tuple[DatasetInfo, RawData]:
                      "processes need a .npz file or an image folder)") from None
 
 
-def _register(name: str, x_tr, y_tr, x_te, y_te, names, test_fraction: float) -> str:
-    if not isinstance(name, str) or not name or any(ch in name for ch in "/\\:"):
+def _register(name: str | None, x_tr, y_tr, x_te, y_te, names, test_fraction: float, role: str = "data") -> str:
+    """Check, split and store arrays as ``memory:NAME``; without a name, ``memory:ROLE-HASH``
+    after their content (images, labels and class names of both splits)."""
+    if name is not None and (not isinstance(name, str) or not name or any(ch in name for ch in "/\\:")):
         raise _error(f"a dataset name must be a non-empty string without '/', '\\\\' or ':', got {name!r}")
+    x_tr, y_tr, x_te, y_te, names = _finish(MEMORY_PREFIX + (name or role), x_tr, y_tr, x_te, y_te, names,
+                                            test_fraction)
+    if name is None:  # named after its content: other data never shares a run folder with it
+        name = f"{role}-{_fingerprint(x_tr, y_tr, x_te, y_te, names)}"
     key = MEMORY_PREFIX + name
-    x_tr, y_tr, x_te, y_te, names = _finish(key, x_tr, y_tr, x_te, y_te, names, test_fraction)
     info = _info(key, "in-memory dataset", Path(name), x_tr, y_tr, x_te, names)
     raw = RawData(name=key, x_train=torch.from_numpy(np.ascontiguousarray(x_tr)), y_train=torch.from_numpy(y_tr),
                   x_test=torch.from_numpy(np.ascontiguousarray(x_te)), y_test=torch.from_numpy(y_te), origin=key)
     _MEMORY[key] = (info, raw)
     return key
+
+
+def _fingerprint(x_tr, y_tr, x_te, y_te, names: tuple[str, ...]) -> str:
+    """Eight hex digits of a SHA-1 over a dataset's images, labels and class names."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for a in (x_tr, y_tr, x_te, y_te):
+        h.update(np.ascontiguousarray(a).tobytes())
+        h.update(str(tuple(a.shape)).encode())
+    h.update("\0".join(names).encode())
+    return h.hexdigest()[:8]
 
 
 def _names(class_names) -> tuple[str, ...] | None:
@@ -585,34 +602,16 @@ def _images_of(x, where: str, image_size: int | None) -> np.ndarray:
     return _stack_images([_image_array(im, where, image_size) for im in x], where)
 
 
-def _fingerprint(key: str) -> str:
-    """Eight hex digits of a SHA-1 over an in-memory dataset's images, labels and class names."""
-    import hashlib
-
-    info, raw = _MEMORY[key]
-    h = hashlib.sha1()
-    for t in (raw.x_train, raw.y_train, raw.x_test, raw.y_test):
-        h.update(t.numpy().tobytes())
-        h.update(str(tuple(t.shape)).encode())
-    h.update("\0".join(info.class_names).encode())
-    return h.hexdigest()[:8]
-
-
-def _rename(key: str, name: str) -> str:
-    info, raw = _MEMORY.pop(key)
-    new = MEMORY_PREFIX + name
-    _MEMORY[new] = (replace(info, name=new, description=info.description.replace(key[len(MEMORY_PREFIX):], name, 1)),
-                    replace(raw, name=new, origin=new))
-    return new
-
-
-def _register_arrays(*arrays, image_size, test_fraction) -> str:
-    return from_arrays(*arrays, name="_unnamed", image_size=image_size, test_fraction=test_fraction)
-
-
-def _register_torch(train, test, image_size, test_fraction, class_names) -> str:
-    return from_torch(train, test, name="_unnamed", image_size=image_size, test_fraction=test_fraction,
-                      class_names=class_names)
+def _arrays(x_train, y_train, x_test, y_test, where: str, image_size: int | None):
+    """(x_train, y_train, x_test, y_test) as checked NumPy arrays of one channel count."""
+    if (x_test is None) != (y_test is None):
+        raise _error(f"{where}: give both x_test and y_test, or neither")
+    x_tr = _images_of(x_train, where, image_size)
+    y_tr = _label_array(y_train, where, "train")
+    x_te = None if x_test is None else _images_of(x_test, where, image_size)
+    y_te = None if y_test is None else _label_array(y_test, where, "test")
+    x_tr, x_te = _same_channels(x_tr, x_te)
+    return x_tr, y_tr, x_te, y_te
 
 
 def from_arrays(x_train, y_train, x_test=None, y_test=None, *, name: str = "arrays", class_names=None,
@@ -624,15 +623,8 @@ def from_arrays(x_train, y_train, x_test=None, y_test=None, *, name: str = "arra
     C = 1 or 3, uint8 or floats in [0, 1]; labels integers 0..K-1. Without a test split,
     `test_fraction` of each class is held out (a fixed seed). `class_names` default to "0".."K-1".
     """
-    where = MEMORY_PREFIX + str(name)
-    if (x_test is None) != (y_test is None):
-        raise _error(f"{where}: give both x_test and y_test, or neither")
-    x_tr = _images_of(x_train, where, image_size)
-    y_tr = _label_array(y_train, where, "train")
-    x_te = None if x_test is None else _images_of(x_test, where, image_size)
-    y_te = None if y_test is None else _label_array(y_test, where, "test")
-    x_tr, x_te = _same_channels(x_tr, x_te)
-    return _register(str(name), x_tr, y_tr, x_te, y_te, _names(class_names), test_fraction)
+    arrays = _arrays(x_train, y_train, x_test, y_test, MEMORY_PREFIX + str(name), image_size)
+    return _register(str(name), *arrays, _names(class_names), test_fraction)
 
 
 def _dataset_items(ds, where: str, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -657,39 +649,44 @@ def _dataset_items(ds, where: str, image_size: int | None) -> tuple[np.ndarray, 
     return _stack_images(images, where), _label_array(np.stack(labels), where, "train")
 
 
+def _torch_arrays(train, test, where: str, image_size: int | None):
+    """A (train, test) pair of map-style Datasets as checked arrays of one channel count."""
+    x_tr, y_tr = _dataset_items(train, where, image_size)
+    x_te, y_te = (None, None) if test is None else _dataset_items(test, where, image_size)
+    x_tr, x_te = _same_channels(x_tr, x_te)
+    return x_tr, y_tr, x_te, y_te
+
+
 def from_torch(train, test=None, *, name: str = "torch", class_names=None, image_size: int | None = None,
                test_fraction: float = DEFAULT_TEST_FRACTION) -> str:
     """Register a map-style `torch.utils.data.Dataset` of (image, label) pairs (and a test one)
     as a dataset; returns its name (``memory:NAME``). Images are PIL images, or arrays/tensors
     as in :func:`from_arrays` (``transforms.ToTensor()`` output included, without
     normalisation). Class names come from `class_names`, else the dataset's ``classes``."""
-    where = MEMORY_PREFIX + str(name)
-    x_tr, y_tr = _dataset_items(train, where, image_size)
-    x_te, y_te = (None, None) if test is None else _dataset_items(test, where, image_size)
-    x_tr, x_te = _same_channels(x_tr, x_te)
+    arrays = _torch_arrays(train, test, MEMORY_PREFIX + str(name), image_size)
     if class_names is None:
         class_names = getattr(train, "classes", None)
-    return _register(str(name), x_tr, y_tr, x_te, y_te, _names(class_names), test_fraction)
+    return _register(str(name), *arrays, _names(class_names), test_fraction)
 
 
 def as_dataset_name(data, *, name: str | None = None, role: str = "data", image_size: int | None = None,
                     test_fraction: float = DEFAULT_TEST_FRACTION) -> str:
     """A dataset name for what :func:`labeldistill.distill` was given: a name or path (kept), a
-    torch Dataset, a (train, test) pair of Datasets, or arrays (x, y) / (x_train, y_train, x_test, y_test)."""
+    torch Dataset, a (train, test) pair of Datasets, or arrays (x, y) / (x_train, y_train, x_test, y_test).
+    Data held in memory is registered as ``memory:NAME``, without `name` as ``memory:ROLE-HASH``."""
     if isinstance(data, (str, os.PathLike)):
         return os.fspath(data)
     from torch.utils.data import Dataset
 
+    where = MEMORY_PREFIX + (name or role)
     if isinstance(data, Dataset):
-        key = _register_torch(data, None, image_size, test_fraction, None)
+        arrays, names = _torch_arrays(data, None, where, image_size), getattr(data, "classes", None)
     elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, Dataset) for d in data):
-        key = _register_torch(data[0], data[1], image_size, test_fraction, None)
+        arrays, names = _torch_arrays(data[0], data[1], where, image_size), getattr(data[0], "classes", None)
     elif isinstance(data, (tuple, list)) and len(data) in (2, 4):
-        key = _register_arrays(*data, image_size=image_size, test_fraction=test_fraction)
+        arrays, names = _arrays(*data, *(None,) * (4 - len(data)), where, image_size), None
     else:
-        key = None
-    if key is not None:  # named after its content: other data never shares a run folder with it
-        return _rename(key, name or f"{role}-{_fingerprint(key)}")
-    raise _error(f"cannot use a {type(data).__name__} as a dataset; give a dataset name, a path (.npz, image folder "
-                 "or a Hugging Face save_to_disk folder), a torch Dataset, a (train, test) pair of Datasets, or "
-                 "arrays (x, y) or (x_train, y_train, x_test, y_test)")
+        raise _error(f"cannot use a {type(data).__name__} as a dataset; give a dataset name, a path (.npz, image "
+                     "folder or a Hugging Face save_to_disk folder), a torch Dataset, a (train, test) pair of "
+                     "Datasets, or arrays (x, y) or (x_train, y_train, x_test, y_test)")
+    return _register(name, *arrays, _names(names), test_fraction, role=role)
