@@ -13,9 +13,17 @@ from .errors import ConfigError
 
 
 def register(sub) -> dict:
-    p = sub.add_parser("configs", help="generate config sets (the paper's grid) into a folder")
-    p.add_argument("set", choices=["paper"], help="which set: 'paper' is every experiment of the paper (SPEC 8)")
-    p.add_argument("--out", default="configs/paper", help="folder to write (default: configs/paper)")
+    p = sub.add_parser("configs", help="list the configs shipped with labeldistill (run them by name), copy one "
+                       "to edit it, or generate the paper's grid",
+                       description="labeldistill configs: list the shipped configs | labeldistill configs cp NAME "
+                       "[DEST]: copy one to an editable file | labeldistill configs paper --out DIR: write every "
+                       "experiment of the paper (SPEC 8)")
+    p.add_argument("action", nargs="?", choices=["list", "cp", "paper"], default="list",
+                   help="list (default), cp NAME [DEST], or paper")
+    p.add_argument("names", nargs="*", metavar="NAME [DEST]", help="for cp: the config's name and where to copy it "
+                   "(a file or a folder; default ./NAME.yaml)")
+    p.add_argument("--out", default="configs/paper", help="paper: folder to write (default: configs/paper)")
+    p.add_argument("--force", action="store_true", help="cp: replace an existing file")
 
     p = sub.add_parser("sweep", help="run many configs in parallel processes or on a Ray cluster; "
                        "completed runs are skipped, unfinished ones resumed")
@@ -49,8 +57,30 @@ def register(sub) -> dict:
 
 
 def cmd_configs(args) -> int:
+    from .builtin_configs import copy_config, named_configs
     from .grid import write_grid
 
+    if args.action == "list":
+        if args.names:
+            raise ConfigError("`labeldistill configs` takes no names; `labeldistill configs cp NAME` copies one")
+        configs = named_configs()
+        width = max(len(n) for n in configs)
+        for group in dict.fromkeys(c.group for c in configs.values()):
+            print(f"{group}:")
+            for c in configs.values():
+                if c.group == group:
+                    print(f"  {c.name:<{width}}  {c.description}")
+        print("run one with `labeldistill run NAME`; `labeldistill configs cp NAME` copies it to edit; "
+              "`labeldistill show-config NAME` prints it resolved")
+        return 0
+    if args.action == "cp":
+        if not 1 <= len(args.names) <= 2:
+            raise ConfigError("usage: labeldistill configs cp NAME [DEST]; `labeldistill configs` lists the names")
+        target = copy_config(args.names[0], args.names[1] if len(args.names) == 2 else None, force=args.force)
+        print(f"wrote {target}; run it with `labeldistill run {target}`")
+        return 0
+    if args.names:
+        raise ConfigError("`labeldistill configs paper` takes no names; use --out DIR")
     files = write_grid(args.out)
     tables = sorted({f.parent.relative_to(Path(args.out)).as_posix() for f in files})
     print(f"wrote {len(files)} configs to {args.out} ({len(tables)} folders: {', '.join(tables)})")

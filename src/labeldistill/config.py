@@ -9,7 +9,6 @@ Unknown keys and wrong types are errors with a "did you mean" hint.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import re
@@ -19,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import ConfigError
+from . import builtin_configs
+from .errors import ConfigError, did_you_mean
 
 METHODS = ("ld-rr", "ld-or2", "dd-rr", "dd-or2", "baseline", "baseline-ls", "baseline-kd", "label-solve")
 # Methods that make labels directly (no meta-learning): their learner and number of
@@ -235,11 +235,6 @@ class Config:
 
 # ---------------------------------------------------------------------------
 # generic helpers
-
-
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _section_types() -> dict[str, type]:
@@ -478,10 +473,9 @@ def from_legacy(d: Mapping[str, Any]) -> Config:
 
 
 def load(path: str | Path, overrides: Iterable[str] = ()) -> Config:
-    """Load a YAML or JSON config file, then apply `key=value` overrides."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    """Load a YAML or JSON config file, or a config shipped with the package by its name
+    (`labeldistill configs` lists them), then apply `key=value` overrides."""
+    path = _config_path(path)
     text = path.read_text()
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
@@ -495,6 +489,20 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> Config:
         raise ConfigError(f"cannot parse {path}: {msg}") from None
     cfg = from_dict(data)
     return with_overrides(cfg, overrides)
+
+
+def _config_path(path: str | Path) -> Path:
+    """A file that exists, else the shipped config of that name."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.exists():
+        raise ConfigError(f"{path} is not a config file; give a .yaml or .json file or a shipped config's name")
+    shipped = builtin_configs.find(str(path))
+    if shipped is not None:
+        return shipped
+    hint = did_you_mean(path.stem, builtin_configs.named_configs()) if path.parent == Path(".") else ""
+    raise ConfigError(f"config file not found: {path}{hint}; `labeldistill configs` lists the shipped configs")
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:

@@ -1,4 +1,14 @@
 """Errors that the command line reports as one line, without a traceback."""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'X'?)' for the closest of `choices`, or '': the tail of an error message."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class LabelDistillError(Exception):

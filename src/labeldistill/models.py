@@ -278,7 +278,7 @@ def resolve_factory(name: str) -> ModelFactory:
         return MODELS[name]
     if is_factory_path(name):
         return _import_factory(name)
-    from .config import did_you_mean
+    from .errors import did_you_mean
 
     raise ConfigError(f"unknown architecture '{name}'{did_you_mean(name, MODELS)}; known: {', '.join(list_models())}, "
                       "or 'package.module:factory' for a model of your own")
