@@ -553,7 +553,7 @@ def _prepare_run_dir(run_dir: RunDir, cfg: Config, resume: bool, overwrite: bool
 
 def data_fingerprint(data: TaskData) -> dict:
     """What a resume must find as the run started: the base examples and the splits' labels
-    and shapes (exact, hashed), and the images' sums (compared within float tolerance,
+    and shapes (exact, hashed), and sums of the images (compared within float tolerance,
     since a run may resume on another device). Cheap next to one epoch."""
     h = hashlib.sha256()
     for t in (data.base_indices, data.base_original_labels, data.target_y, data.val_y, data.test_y,
@@ -561,8 +561,11 @@ def data_fingerprint(data: TaskData) -> dict:
         h.update(repr(tuple(t.shape)).encode())
         if not t.is_floating_point():
             h.update(t.detach().cpu().long().numpy().tobytes())
+    # Per base image: its sum and two fixed random projections (a flipped or shifted image differs too).
+    pixels = data.base_pixels.detach().flatten(1).double().cpu()
+    weights = torch.rand(pixels.shape[1], 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     return {"sha256": h.hexdigest(),
-            "base_pixel_sums": data.base_pixels.detach().flatten(1).double().sum(1).cpu(),
+            "base_pixel_sums": torch.cat([pixels.sum(1, keepdim=True), pixels @ weights], 1),
             "split_sums": torch.stack([x.detach().double().sum() for x in (data.target_x, data.val_x,
                                                                            data.test_x)]).cpu()}
 
