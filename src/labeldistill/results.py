@@ -207,7 +207,10 @@ class RunDir:
             return None
         try:
             return torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
+        except pickle.UnpicklingError as exc:
+            if "global" not in str(exc).lower():  # not a class or function it was refused: damaged
+                raise RunError(f"cannot read checkpoint {self.checkpoint_path} (not a readable checkpoint); "
+                               "delete it to start the run again") from None
             raise RunError(f"refused to load {self.checkpoint_path}: it holds objects other than tensors and plain "
                            "values, which labeldistill never writes (loading them could run code); delete it "
                            "or start again with --overwrite") from None
