@@ -116,6 +116,7 @@ def test_a_busy_folder_refuses_run_resume_and_sweep_in_one_line(tmp_path, capsys
         report = sweep.run_sweep(jobs, sweep.LocalBackend(1), progress=False)
         [outcome] = report.outcomes
         assert outcome.status == "failed" and f"in use by another labeldistill process (PID {os.getpid()})" in outcome.message
+        assert outcome.message in jobs[0].log_path.read_text()
         assert sorted(p.name for p in (out / "b").iterdir()) == [LOCK_FILE]  # nothing was run beside the holder
     assert not (out / "b").exists(), "a folder left empty by its locker is removed"
     assert cli.main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0

@@ -289,6 +289,8 @@ def run_sweep(jobs: Sequence[Job], backend, progress: bool = True,
     for job in jobs:
         busy = job.run_dir.holder()
         if busy:  # e.g. an orphaned run of a killed sweep: never run beside it (its own `run` would refuse too)
+            job.log_path.parent.mkdir(parents=True, exist_ok=True)
+            job.log_path.write_text(f"not started: {busy}\n")  # the log the summary points to
             report.outcomes.append(Outcome(job, "failed", 0.0, 2, busy))
         elif job.status() == "done":
             report.outcomes.append(Outcome(job, "skipped"))
