@@ -115,7 +115,8 @@ def test_a_busy_folder_refuses_run_resume_and_sweep_in_one_line(tmp_path, capsys
         jobs = sweep.plan([cfg], out)
         report = sweep.run_sweep(jobs, sweep.LocalBackend(1), progress=False)
         [outcome] = report.outcomes
-        assert outcome.status == "failed" and f"in use by another labeldistill process (PID {os.getpid()})" in outcome.message
+        assert outcome.status == "failed"
+        assert f"in use by another labeldistill process (PID {os.getpid()})" in outcome.message
         assert outcome.message in jobs[0].log_path.read_text()
         assert sorted(p.name for p in (out / "b").iterdir()) == [LOCK_FILE]  # nothing was run beside the holder
     assert not (out / "b").exists(), "a folder left empty by its locker is removed"
@@ -269,7 +270,8 @@ def test_a_planted_pickle_is_refused_and_not_run(tmp_path, capsys):
 
 def _interrupt_in_epoch_2(monkeypatch, cfg, out: Path) -> RunDir:
     steps_per_epoch = -(-3333 // cfg.distill.batch_size)
-    _with_hook(monkeypatch, lambda learner, distilled, n: n == steps_per_epoch + 1 and os.kill(os.getpid(), signal.SIGINT))
+    _with_hook(monkeypatch, lambda learner, distilled, n: n == steps_per_epoch + 1
+               and os.kill(os.getpid(), signal.SIGINT))
     with pytest.raises(Interrupted):
         distill_mod.run_experiment(cfg, out=str(out))
     monkeypatch.undo()
