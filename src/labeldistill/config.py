@@ -177,8 +177,8 @@ class Config:
         from .results import safe_run_name  # a run folder is one safe path component
         from .userdata import short_name  # a dataset path becomes its file or folder name
 
-        return safe_run_name(f"{self.method}_{short_name(d.source)}_to_{short_name(d.target)}_{d.num_base_examples}be_"
-                             f"{self.seed}s")
+        return safe_run_name(f"{self.method}_{short_name(d.source)}_to_{short_name(d.target)}_"
+                             f"{d.num_base_examples}be_{self.seed}s")
 
     @property
     def is_baseline(self) -> bool:

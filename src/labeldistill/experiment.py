@@ -566,8 +566,8 @@ def data_fingerprint(data: TaskData) -> dict:
     weights = torch.rand(pixels.shape[1], 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     return {"sha256": h.hexdigest(),
             "base_pixel_sums": torch.cat([pixels.sum(1, keepdim=True), pixels @ weights], 1),
-            "split_sums": torch.stack([x.detach().double().sum() for x in (data.target_x, data.val_x,
-                                                                           data.test_x)]).cpu()}
+            "split_sums": torch.stack([x.detach().sum(dtype=torch.float64)
+                                       for x in (data.target_x, data.val_x, data.test_x)]).cpu()}
 
 
 def _check_same_data(checkpoint: dict, data: TaskData, run_dir: RunDir) -> None:
