@@ -112,7 +112,7 @@ def distill(base: Any, target: Any = None, *, method: str = "ld-rr", arch: str |
     info = get_info(cfg.data.target, **dataset_options(cfg.data))
     if cfg.method.startswith("dd-"):  # image distillation: the synthetic images, not real ones
         saved = run_dir / "synthetic_images.pt" if run_dir is not None else None
-        images = torch.load(saved) if saved is not None and saved.is_file() else torch.empty(0)
+        images = torch.load(saved, weights_only=True) if saved is not None and saved.is_file() else torch.empty(0)
     else:
         images = _base_images(cfg, info, data_root, result)
     return DistillResult(

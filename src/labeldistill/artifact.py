@@ -172,7 +172,7 @@ def export_run(run_dir: str | Path, root: str | None = None, device: str | torch
     found = {"labels": torch.tensor(result["labels"], dtype=torch.float32), "num_steps": result["num_steps"],
              "pixels": None}
     if cfg.method.startswith("dd-"):
-        found["pixels"] = torch.load(rd.path / "synthetic_images.pt", map_location="cpu")
+        found["pixels"] = torch.load(rd.path / "synthetic_images.pt", map_location="cpu", weights_only=True)
     recipe = eval_recipe(cfg, cfg.arch or default_arch(data.channels))
     path = save_run_artifact(rd.path, cfg, data, recipe, found, result)
     if result.get("artifact") != CARD_FILE:

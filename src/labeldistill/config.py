@@ -174,10 +174,11 @@ class Config:
         if self.name:
             return self.name
         d = self.data
+        from .results import safe_run_name  # a run folder is one safe path component
         from .userdata import short_name  # a dataset path becomes its file or folder name
 
-        return (f"{self.method}_{short_name(d.source)}_to_{short_name(d.target)}_{d.num_base_examples}be_"
-                f"{self.seed}s")
+        return safe_run_name(f"{self.method}_{short_name(d.source)}_to_{short_name(d.target)}_"
+                             f"{d.num_base_examples}be_{self.seed}s")
 
     @property
     def is_baseline(self) -> bool:
@@ -525,6 +526,7 @@ def validate(cfg: Config) -> Config:
     from .datasets import DATASETS
     from .heads import RR_GRADIENTS
     from .models import check_arch
+    from .results import run_name_problem
     from .userdata import _MEMORY as MEMORY
     from .userdata import is_memory_name, is_path_name
 
@@ -532,6 +534,11 @@ def validate(cfg: Config) -> Config:
         if not cond:
             raise ConfigError(msg)
 
+    if cfg.name:  # empty: the automatic name (Config.run_name)
+        problem = run_name_problem(cfg.name)
+        shown = repr(cfg.name if len(cfg.name) <= 40 else cfg.name[:40] + "...")
+        need(problem is None, f"name {shown} {problem}; a run name is one folder name inside --out: "
+                              "choose another, or leave it empty for an automatic name")
     need(cfg.method in METHODS, f"unknown method '{cfg.method}'{did_you_mean(cfg.method, METHODS)}; known: {', '.join(METHODS)}")
     for key in ("source", "target"):
         name = getattr(cfg.data, key)

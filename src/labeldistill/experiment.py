@@ -7,6 +7,7 @@ returns the result dictionary that is also written to the run directory.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from dataclasses import replace
@@ -75,6 +76,7 @@ class Experiment:
         self.partial: dict | None = None
         self.stop: StopGuard = StopGuard()  # not installed: never requested
         self._init_choice = None  # the direct method's choice when labels do not start uniform
+        self._fingerprint: dict | None = None
 
     # -- helpers ------------------------------------------------------------
     def _emit(self, event: str, **info) -> None:
@@ -215,10 +217,16 @@ class Experiment:
             "best": {**self.best, "param": self.best["param"].cpu()},
             "train_seconds": self.train_seconds,
             "torch_rng": torch.get_rng_state(),
+            "data_fingerprint": self._data_fingerprint(),
             "partial": None if self.partial is None else {
                 "order": self.partial["order"].cpu(), "step": self.partial["step"],
                 "sums": self.partial["sums"].detach().cpu()},
         }
+
+    def _data_fingerprint(self) -> dict:
+        if self._fingerprint is None:  # computed once: every checkpoint stores it
+            self._fingerprint = data_fingerprint(self.data)
+        return self._fingerprint
 
     def load_state_dict(self, state: dict) -> None:
         try:
@@ -413,17 +421,32 @@ def run_experiment(cfg: Config, out: str | None = None, device: str | None = Non
     raise `Interrupted`.
     """
     dev = resolve_device(device or cfg.device)
-    run_dir = RunDir(f"{out}/{cfg.run_name}") if out else None
-    checkpoint = None
-    if run_dir is not None:
+    if not out:
+        return _run(cfg, dev, None, None, root, progress, overwrite, handle_signals)
+    run_dir = RunDir.under(out, cfg.run_name)
+    _check_writable(run_dir.path)
+    # One writer per folder, from the first look at its state to the end of the run.
+    with run_dir.locked():
         # Every check that needs no data happens before loading it, and nothing
         # is written until the data loaded: a bad input never damages a run directory.
         checkpoint = _prepare_run_dir(run_dir, cfg, resume, overwrite)
         if checkpoint is _FINISHED:
             return run_dir.read_result()
+        try:
+            return _run(cfg, dev, run_dir, checkpoint, root, progress, overwrite, handle_signals)
+        except LabelDistillError as exc:  # an interrupted or failed --overwrite: say where the old result is
+            exc.args = (f"{exc}{run_dir.previous_note()}",) + exc.args[1:]
+            raise
+
+
+def _run(cfg: Config, dev: torch.device, run_dir: RunDir | None, checkpoint: dict | None, root: str | None,
+         progress: Progress | None, overwrite: bool, handle_signals: bool) -> dict:
+    """`run_experiment` once its run folder (if any) is locked and checked."""
     with stop_guard(handle_signals) as guard:
         guard.phase = "while loading data"
         data = prepare(cfg, dev, root=root)
+        if checkpoint is not None:
+            _check_same_data(checkpoint, data, run_dir)
         if run_dir is not None:
             _start_run_dir(run_dir, cfg, overwrite, fresh=checkpoint is None,
                            checkpoint_epoch=checkpoint["epoch"] if checkpoint is not None else 0)
@@ -480,6 +503,7 @@ def run_experiment(cfg: Config, out: str | None = None, device: str | None = Non
             result["artifact"] = CARD_FILE
             run_dir.write_result(result)
             run_dir.checkpoint_path.unlink(missing_ok=True)
+            run_dir.drop_previous()  # --overwrite: the new result replaces the one kept aside
             exp._emit("finished", test_accuracy_mean=result["test_accuracy_mean"],
                       test_accuracy_std=result["test_accuracy_std"])
     return result
@@ -501,7 +525,6 @@ def _prepare_run_dir(run_dir: RunDir, cfg: Config, resume: bool, overwrite: bool
     if resume and overwrite:
         raise RunError("--resume and --overwrite contradict each other: pass --resume to continue the run in "
                        f"{run_dir.path}, or --overwrite to start it again")
-    _check_writable(run_dir.path)
     if overwrite:
         return None
     if run_dir.is_finished():
@@ -513,15 +536,57 @@ def _prepare_run_dir(run_dir: RunDir, cfg: Config, resume: bool, overwrite: bool
         return None
     if not resume:
         raise RunError(f"{run_dir.path} holds an unfinished run; pass --resume to continue it or --overwrite "
-                       "to start again")
+                       f"to start again{run_dir.previous_note()}")
     _same_config(run_dir.read_config(), cfg, run_dir, "run")
     checkpoint = run_dir.load_checkpoint()
     if checkpoint is not None:
-        if not isinstance(checkpoint, dict) or "config" not in checkpoint:
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("config"), dict):
             raise RunError(f"{run_dir.checkpoint_path} is not a labeldistill checkpoint; delete it or start "
                            "again with --overwrite")
         _same_config(checkpoint["config"], cfg, run_dir, "checkpoint")
+        epoch = checkpoint.get("epoch")
+        if type(epoch) is not int or not 0 <= epoch <= cfg.epochs:
+            raise RunError(f"{run_dir.checkpoint_path} is at epoch {epoch!r}, outside this run's 0..{cfg.epochs}; "
+                           "delete it or start again with --overwrite")
     return checkpoint
+
+
+def data_fingerprint(data: TaskData) -> dict:
+    """What a resume must find as the run started: the base examples and the splits' labels
+    and shapes (exact, hashed), and sums of the images (compared within float tolerance,
+    since a run may resume on another device). Cheap next to one epoch."""
+    h = hashlib.sha256()
+    for t in (data.base_indices, data.base_original_labels, data.target_y, data.val_y, data.test_y,
+              data.target_x, data.val_x, data.test_x):
+        h.update(repr(tuple(t.shape)).encode())
+        if not t.is_floating_point():
+            h.update(t.detach().cpu().long().numpy().tobytes())
+    # Per base image: its sum and two fixed random projections (a flipped or shifted image differs too).
+    pixels = data.base_pixels.detach().flatten(1).double().cpu()
+    weights = torch.rand(pixels.shape[1], 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return {"sha256": h.hexdigest(),
+            "base_pixel_sums": torch.cat([pixels.sum(1, keepdim=True), pixels @ weights], 1),
+            "split_sums": torch.stack([x.detach().sum(dtype=torch.float64)
+                                       for x in (data.target_x, data.val_x, data.test_x)]).cpu()}
+
+
+def _check_same_data(checkpoint: dict, data: TaskData, run_dir: RunDir) -> None:
+    """The checkpoint's data fingerprint must match the loaded data; checkpoints written
+    before fingerprints existed have none and resume as before."""
+    saved = checkpoint.get("data_fingerprint")
+    if saved is None:
+        return
+    now = data_fingerprint(data)
+    try:
+        same = (saved["sha256"] == now["sha256"]
+                and torch.allclose(saved["base_pixel_sums"], now["base_pixel_sums"], rtol=1e-5, atol=1e-3)
+                and torch.allclose(saved["split_sums"], now["split_sums"], rtol=1e-5, atol=1e-3))
+    except (KeyError, TypeError, RuntimeError):
+        raise RunError(f"{run_dir.checkpoint_path} is not a labeldistill checkpoint; delete it or start "
+                       "again with --overwrite") from None
+    if not same:
+        raise RunError(f"the data differ from those the run in {run_dir.path} started with (base examples, "
+                       "splits or images); point --data-root at that run's data, or start again with --overwrite")
 
 
 def _same_config(saved: dict, cfg: Config, run_dir: RunDir, what: str) -> None:
@@ -567,9 +632,7 @@ def _start_run_dir(run_dir: RunDir, cfg: Config, overwrite: bool, fresh: bool,
                    checkpoint_epoch: int = 0) -> None:
     """Clear what a fresh start replaces, then record the resolved config."""
     if overwrite:
-        for f in run_dir.path.glob("*"):
-            if f.is_file():
-                f.unlink()
+        run_dir.set_aside()
     elif fresh:  # no checkpoint to continue from: earlier log lines describe a run that restarts
         for name in ("metrics.jsonl", "checkpoint.pt", "synthetic_images.pt"):
             (run_dir.path / name).unlink(missing_ok=True)

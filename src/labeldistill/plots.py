@@ -121,7 +121,7 @@ def base_images(r: Run, data_root: str | None = None) -> np.ndarray:
 
     synthetic = r.path / "synthetic_images.pt"
     if synthetic.is_file():  # image distillation: the learned pixels (n, C, H, W) in [0, 1]
-        px = torch.load(synthetic, map_location="cpu").float().clamp(0, 1)
+        px = torch.load(synthetic, map_location="cpu", weights_only=True).float().clamp(0, 1)
         px = px[:, 0] if px.shape[1] == 1 else px.permute(0, 2, 3, 1)
         return px.numpy()
     indices = list(r["base_indices"])

@@ -8,7 +8,9 @@ stays inside one run, and the printed re-run command is the real one.
 - Completed runs (their run directory holds result.json) are skipped, so a
   sweep that was stopped is continued by starting it again; unfinished runs
   (config.json and a checkpoint, no result.json) continue from their checkpoint
-  because every run gets `--resume` (harmless for a fresh run).
+  because every run gets `--resume` (harmless for a fresh run). A run folder
+  that another process holds (its lock, see `RunDir.locked`) is reported as
+  failed with the holder's PID, never run beside it.
 - Local backend: `workers` processes at a time, each with cores // workers
   threads (OMP_NUM_THREADS and friends), so the machine is busy but not
   oversubscribed.
@@ -107,7 +109,7 @@ def plan(configs: Sequence[str | Path], out: str | Path, overrides: Sequence[str
             cmd += ["--data-root", str(data_root)]
         if device:
             cmd += ["--device", device]
-        jobs.append(Job(path, name, cmd, RunDir(out / name), out / LOG_DIR / f"{name}.log"))
+        jobs.append(Job(path, name, cmd, RunDir.under(out, name), out / LOG_DIR / f"{name}.log"))
     return jobs
 
 
@@ -285,7 +287,12 @@ def run_sweep(jobs: Sequence[Job], backend, progress: bool = True,
     report = SweepReport()
     todo = []
     for job in jobs:
-        if job.status() == "done":
+        busy = job.run_dir.holder()
+        if busy:  # e.g. an orphaned run of a killed sweep: never run beside it (its own `run` would refuse too)
+            job.log_path.parent.mkdir(parents=True, exist_ok=True)
+            job.log_path.write_text(f"not started: {busy}\n")  # the log the summary points to
+            report.outcomes.append(Outcome(job, "failed", 0.0, 2, busy))
+        elif job.status() == "done":
             report.outcomes.append(Outcome(job, "skipped"))
         else:
             todo.append(job)
