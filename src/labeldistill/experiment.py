@@ -18,7 +18,7 @@ from . import config as config_mod
 from .config import Config
 from .data import TaskData, prepare
 from .errors import Interrupted, LabelDistillError, RunError
-from .evaluate import Recipe, accuracy_summary, step_grid, train_and_evaluate
+from .evaluate import Recipe, accuracy_summary, check_not_diverged, lr_advice, step_grid, train_and_evaluate
 from .labels import one_hot, uniform_labels
 from .meta.common import Distilled
 from .methods import choose_on_validation, earliest_lowest, label_candidates  # noqa: F401 (earliest_lowest: API)
@@ -95,6 +95,7 @@ class Experiment:
             eval_steps += [num_steps + o for o in cfg.evaluate.step_offsets if num_steps + o > 0]
         res = train_and_evaluate(self.recipe, images, labels, seeds, num_steps, data.test_x, data.test_y,
                                  eval_steps=eval_steps)
+        check_not_diverged(res, data.num_classes, "test models", lr_advice(self.recipe))
         errors, losses = res.at(num_steps)
         out.update(accuracy_summary(errors))
         out["test_loss"] = losses
@@ -106,6 +107,8 @@ class Experiment:
         for arch in cfg.evaluate.test_architectures:
             r = train_and_evaluate(replace(self.recipe, arch=arch), images, labels, seeds, num_steps,
                                    data.test_x, data.test_y)
+            check_not_diverged(r, data.num_classes, f"{arch} test models (evaluate.test_architectures)",
+                               f"{lr_advice(self.recipe)}, or remove {arch} from evaluate.test_architectures")
             analyses[arch] = accuracy_summary(r.at(num_steps)[0])
         if analyses:
             out["architecture_transfer"] = analyses
@@ -116,6 +119,10 @@ class Experiment:
             # number-of-steps analysis is on (off-the-shelf optimiser *and* step count).
             r = train_and_evaluate(recipe, images, labels, seeds, num_steps, data.test_x, data.test_y,
                                    eval_steps=eval_steps)
+            check_not_diverged(r, data.num_classes, f"{opt} test models (evaluate.test_optimizers)",
+                               lr_advice(recipe) if recipe.lr is not None else
+                               f"remove {opt} from evaluate.test_optimizers (it trains with its default lr "
+                               f"{recipe.learning_rate:g})")
             opts[opt] = {"lr": recipe.learning_rate, **accuracy_summary(r.at(num_steps)[0])}
             if cfg.evaluate.num_steps_analysis:
                 opts[opt]["num_steps_analysis"] = {
@@ -302,6 +309,9 @@ class Experiment:
         images, labels = self.distilled.current()
         res = train_and_evaluate(self.recipe, images, labels, self._seeds("val", self.epoch, count=1),
                                  self.tracker.num_steps, self.data.val_x, self.data.val_y)
+        # The labels are finite (`_check_finite`), so a diverging model is the learner's doing.
+        check_not_diverged(res, self.data.num_classes, f"validation models of epoch {self.epoch}",
+                           lr_advice(self.recipe))
         return float(res.errors[0, 0]), float(res.losses[0, 0])
 
     def run_epoch(self, t0: float | None = None) -> dict:
