@@ -46,6 +46,9 @@ VAL_FRACTION = 1 / 6
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F")
 MEMORY_PREFIX = "memory:"
+SUPPORTED_FORMATS = ("give a registered dataset name (labeldistill datasets), a .npz file with x_train, y_train, "
+                     "x_test, y_test, a folder of class folders of images, a Hugging Face dataset folder "
+                     "(save_to_disk), or memory:NAME from labeldistill.from_arrays")
 # Column names tried, in order, when a Hugging Face dataset's columns are not named in the config
 # and no column has the `Image` / `ClassLabel` feature type.
 HF_IMAGE_COLUMNS = ("image", "img", "pixel_values", "pixels", "x")
@@ -107,6 +110,9 @@ def load_path(name: str, image_size: int | None = None, test_fraction: float = D
     if not path.exists():
         raise _error(f"no such file or folder: {name}")
     path = path.resolve()
+    if path.is_file() and path.suffix.lower() != ".npz":
+        what = f"a {path.suffix} file" if path.suffix else "a file without an extension"
+        raise _error(f"{name} is {what}, not a dataset format labeldistill reads; {SUPPORTED_FORMATS}")
     hf = path.is_dir() and is_hf_folder(path)
     key = (str(path), image_size, float(test_fraction) if not path.is_file() else None,
            (image_column, label_column) if hf else None)
@@ -249,6 +255,10 @@ def check_labels(where: str, y_tr: np.ndarray, y_te: np.ndarray | None,
 
 
 def _read_npz(path: Path, image_size: int | None):
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # else numpy tries it as a pickle and talks about allow_pickle
+        raise _error(f"{path} is not a .npz archive (not a zip file); {SUPPORTED_FORMATS}")
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as exc:  # BadZipFile, ValueError, OSError, ...
