@@ -48,6 +48,8 @@ def test_diverged_flags_nonfinite_and_exploded_chance_models():
     ("baseline", ["evaluate.lr=1e6"], "step search"),
     ("baseline", ["evaluate.optimizer=sgd", "evaluate.lr=1e3"], "step search"),
     ("ld-rr", ["evaluate.lr=1e6"], "validation models of epoch 1"),
+    # validation (1 model) picks 10 steps; a test model explodes to a finite loss at chance
+    ("baseline", ["evaluate.optimizer=momentum", "evaluate.lr=2"], "1 of 2 test models diverged"),
 ])
 def test_diverging_evaluation_is_one_line_naming_the_setting(method, sets, where, tmp_path, capsys):
     rc, err = run_cli(tmp_path, capsys, method, *sets)
