@@ -83,8 +83,8 @@ def _one_line(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _error(text: str) -> DataError:
-    return DataError(_one_line(text))
+def _error(text: str, limit: int = 400) -> DataError:
+    return DataError(_one_line(text, limit))
 
 
 # --------------------------------------------------------------------------- loading
@@ -112,7 +112,7 @@ def load_path(name: str, image_size: int | None = None, test_fraction: float = D
     path = path.resolve()
     if path.is_file() and path.suffix.lower() != ".npz":
         what = f"a {path.suffix} file" if path.suffix else "a file without an extension"
-        raise _error(f"{name} is {what}, not a dataset format labeldistill reads; {SUPPORTED_FORMATS}")
+        raise _error(f"{name} is {what}, not a dataset format labeldistill reads; {SUPPORTED_FORMATS}", limit=1000)
     hf = path.is_dir() and is_hf_folder(path)
     key = (str(path), image_size, float(test_fraction) if not path.is_file() else None,
            (image_column, label_column) if hf else None)
@@ -206,7 +206,7 @@ def _to_8bit(img, where: str):
         if alpha.min() != alpha.max() and colour.min() == colour.max():
             raise _error(f"{where}: the image shows its content only through transparency (one colour, "
                          "varying alpha), which is lost without the alpha channel; flatten it onto a background "
-                         "first (e.g. ImageMagick: mogrify -background white -flatten FILE)")
+                         "first (e.g. ImageMagick: mogrify -background white -flatten FILE)", limit=1000)
     return img.convert("L") if mode in _GRAY_MODES else img.convert("RGB")
 
 
@@ -258,7 +258,7 @@ def _read_npz(path: Path, image_size: int | None):
     import zipfile
 
     if not zipfile.is_zipfile(path):  # else numpy tries it as a pickle and talks about allow_pickle
-        raise _error(f"{path} is not a .npz archive (not a zip file); {SUPPORTED_FORMATS}")
+        raise _error(f"{path} is not a .npz archive (not a zip file); {SUPPORTED_FORMATS}", limit=1000)
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as exc:  # BadZipFile, ValueError, OSError, ...
