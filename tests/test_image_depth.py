@@ -61,7 +61,8 @@ def test_alpha_only_content_is_refused_naming_the_file(tmp_path):
     la[..., 1] = np.arange(64).reshape(8, 8) * 4  # a black image drawn only with transparency
     ok = Image.fromarray(np.full((8, 8), 7, np.uint8))
     name = folder(tmp_path / "d", {"a": [ok, Image.fromarray(la, "LA")], "b": [ok, ok]})
-    with pytest.raises(DataError, match=r"train/a/1.png: the image shows its content only through transparency.*flatten"):
+    with pytest.raises(DataError, match=r"train/a/1.png: the image shows its content only through transparency"
+                                         r".*flatten"):
         ds.load_raw(name)
 
 
@@ -101,5 +102,6 @@ def test_32bit_integer_image_beyond_16_bits_is_refused():
     from labeldistill.userdata import _to_8bit
 
     img = Image.frombytes("I", (2, 1), np.array([0, 70000], "<i4").tobytes())
-    with pytest.raises(DataError, match="x.png: a 32-bit integer image with values 0..70000; save it as an 8- or 16-bit"):
+    with pytest.raises(DataError, match="x.png: a 32-bit integer image with values 0..70000; save it as an 8- or "
+                                        "16-bit"):
         _to_8bit(img, "x.png")
