@@ -96,3 +96,13 @@ def test_every_candidate_diverging_is_an_error():
     recipe = Recipe(arch="lenet", optimizer="adam", lr=1e6)
     with pytest.raises(RunError, match=r"lower evaluate.lr \(now 1e\+06 with the adam optimizer"):
         choose_on_validation(recipe, x, [Candidate("one-hot", onehot, "ce")], [0], [10, 20], x, y)
+
+
+def test_a_teacher_at_chance_is_one_line_naming_its_settings(tmp_path, capsys):
+    # Before: the diverged teacher's noise became the labels, "test accuracy 10.00 %", exit 0.
+    rc, err = run_cli(tmp_path, capsys, "baseline-kd", "evaluate.kd_teacher_lr=1e6", "evaluate.kd_teacher_epochs=1")
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "the teacher diverged or did not learn" in err and "lower evaluate.kd_teacher_lr (now 1e+06)" in err
+    (tmp_path / "ok").mkdir()
+    rc, err = run_cli(tmp_path / "ok", capsys, "baseline-kd", "evaluate.kd_teacher_epochs=1")
+    assert rc == 0, err

@@ -20,7 +20,7 @@ import torch
 
 from .data import TaskData, remap_classes
 from .errors import RunError
-from .evaluate import Recipe, diverged, lr_advice, train_and_evaluate
+from .evaluate import CHANCE_MARGIN, Recipe, diverged, lr_advice, train_and_evaluate
 from .labels import one_hot
 
 # label-solve's temperatures when evaluate.label_temperatures is empty.
@@ -62,6 +62,13 @@ def _teacher(cfg, data: TaskData, arch: str):
     from .kd import teacher_logits
 
     logits, teacher, model = teacher_logits(cfg, data, arch)
+    chance = 100.0 * CHANCE_MARGIN / data.num_classes
+    if not bool(torch.isfinite(logits).all()) or teacher["val_accuracy"] <= chance:
+        # A teacher at chance labels the base examples with noise: every candidate would be wrong.
+        raise RunError(f"the teacher diverged or did not learn (validation accuracy {teacher['val_accuracy']:.2f} %, "
+                       f"chance {100.0 / data.num_classes:.2f} %); lower evaluate.kd_teacher_lr (now "
+                       f"{cfg.evaluate.kd_teacher_lr:g}) or raise evaluate.kd_teacher_epochs (now "
+                       f"{cfg.evaluate.kd_teacher_epochs})")
     temps = cfg.evaluate.label_temperatures or (cfg.evaluate.kd_temperature,)
     return _real_valued(cfg, logits, "teacher logits", temps, {}), {"teacher": teacher, "teacher_model": model}
 
