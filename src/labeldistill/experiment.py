@@ -18,7 +18,8 @@ from . import config as config_mod
 from .config import Config
 from .data import TaskData, prepare
 from .errors import Interrupted, LabelDistillError, RunError
-from .evaluate import Recipe, accuracy_summary, check_not_diverged, lr_advice, step_grid, train_and_evaluate
+from .evaluate import (CHANCE_MARGIN, Recipe, accuracy_summary, check_not_diverged, lr_advice, step_grid,
+                       train_and_evaluate)
 from .labels import one_hot, uniform_labels
 from .meta.common import Distilled
 from .methods import choose_on_validation, earliest_lowest, label_candidates  # noqa: F401 (earliest_lowest: API)
@@ -98,6 +99,12 @@ class Experiment:
         check_not_diverged(res, data.num_classes, "test models", lr_advice(self.recipe))
         errors, losses = res.at(num_steps)
         out.update(accuracy_summary(errors))
+        if out["test_accuracy_mean"] <= 100.0 * CHANCE_MARGIN / data.num_classes:
+            # Not divergence (the loss stayed near log C): a learner whose units died at a high
+            # lr predicts one class, as do labels that carry no information. Kept, but said.
+            self._emit("notice", message=f"the test models are at chance ({out['test_accuracy_mean']:.2f} %): the "
+                                         "labels carry no information or the learner collapsed; for the latter, "
+                                         f"{lr_advice(self.recipe)}")
         out["test_loss"] = losses
         if cfg.evaluate.num_steps_analysis:
             out["num_steps_analysis"] = {
@@ -131,6 +138,15 @@ class Experiment:
             out["optimizer_transfer"] = opts
         return out
 
+    def _note_diverged(self, choice) -> None:
+        """Say when the step search left out step counts whose validation models diverged:
+        the choice is sound, but a lower learning rate may search them all."""
+        skipped = sum(1 for h in choice.history if h.get("diverged"))
+        if skipped:
+            self._emit("notice", message=f"the step search left out {skipped} of {len(choice.history)} step counts "
+                                         f"at which validation models diverged; {lr_advice(choice.recipe)} to "
+                                         "search them all")
+
     # -- methods without meta-learning (SPEC 5 and 10) ---------------------------
     def run_baseline(self) -> dict:
         """Labels made directly (true, smoothed, teacher, solved); learner and steps chosen on validation."""
@@ -147,6 +163,7 @@ class Experiment:
         choice = choose_on_validation(self.recipe, data.base_x, candidates,
                                       self._seeds("val", count=cfg.evaluate.num_val_models), grid,
                                       data.val_x, data.val_y)
+        self._note_diverged(choice)
         # The test models are trained the way the winning candidate was validated.
         self.recipe = choice.recipe
         self.history = choice.history
@@ -176,6 +193,7 @@ class Experiment:
         recipe = replace(eval_recipe(direct, self.arch), head=self.recipe.head)
         choice = choose_on_validation(recipe, data.base_x, candidates, self._seeds("init", count=1), grid,
                                       data.val_x, data.val_y)
+        self._note_diverged(choice)
         self._emit("initial_labels", method=cfg.distill.init_labels, labels=choice.candidate.name,
                    num_steps=choice.num_steps, val_error=choice.val_error)
         self._init_choice = choice
