@@ -360,7 +360,7 @@ def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimize
     from dataclasses import replace
 
     from .datasets import get_info
-    from .evaluate import DEFAULT_LR, accuracy_summary, train_and_evaluate
+    from .evaluate import DEFAULT_LR, accuracy_summary, check_not_diverged, lr_advice, train_and_evaluate
     from .models import check_arch
     from .seeding import derive_seed
 
@@ -419,6 +419,7 @@ def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimize
                         f"{list(ds.images.shape[1:])}")
     images, labels = ds.images.to(device), ds.labels.to(device)
     res = train_and_evaluate(recipe, images, labels, seeds, steps, test_x, test_y)
+    check_not_diverged(res, ds.num_classes, "models", lr_advice(recipe, "--lr"))
     summary = accuracy_summary(res.at(steps)[0])
     return {"artifact": str(ds.path), "method": card["method"], "kind": card["kind"],
             "source": card["source"], "target": card["target"], "num_examples": len(ds),

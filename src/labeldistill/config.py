@@ -474,21 +474,10 @@ def from_legacy(d: Mapping[str, Any]) -> Config:
 
 
 def load(path: str | Path, overrides: Iterable[str] = ()) -> Config:
-    """Load a YAML or JSON config file, or a config shipped with the package by its name
+    """Load a YAML, JSON or TOML config file, or a config shipped with the package by its name
     (`labeldistill configs` lists them), then apply `key=value` overrides."""
     path = _config_path(path)
-    text = path.read_text()
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - any parse error becomes one line
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"cannot parse {path}: {msg}") from None
-    cfg = from_dict(data)
+    cfg = from_dict(parse_file(path))
     return with_overrides(cfg, overrides)
 
 
@@ -498,12 +487,53 @@ def _config_path(path: str | Path) -> Path:
     if path.is_file():
         return path
     if path.exists():
-        raise ConfigError(f"{path} is not a config file; give a .yaml or .json file or a shipped config's name")
+        raise ConfigError(f"{path} is not a config file; give a .yaml, .json or .toml file or a shipped config's name")
     shipped = builtin_configs.find(str(path))
     if shipped is not None:
         return shipped
     hint = did_you_mean(path.stem, builtin_configs.named_configs()) if path.parent == Path(".") else ""
     raise ConfigError(f"config file not found: {path}{hint}; `labeldistill configs` lists the shipped configs")
+
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
+
+
+def parse_file(path: Path) -> Any:
+    """The contents of a config file, parsed by its extension; a parse error is one line
+    that keeps the parser's line and column."""
+    suffix = path.suffix.lower()
+    if suffix not in CONFIG_SUFFIXES:
+        raise ConfigError(f"{path}: unknown config file type '{path.suffix}'; use {', '.join(CONFIG_SUFFIXES)}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file; a config is a {', '.join(CONFIG_SUFFIXES)} file") from None
+    try:
+        if suffix == ".json":
+            return json.loads(text)
+        if suffix == ".toml":
+            return _toml().loads(text)
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    except json.JSONDecodeError as exc:
+        where, msg = f"line {exc.lineno}, column {exc.colno}", exc.msg
+    except Exception as exc:  # noqa: BLE001 - any parse error becomes one line
+        mark = getattr(exc, "problem_mark", None)  # yaml's MarkedYAMLError: 0-based line and column
+        if mark is not None:
+            where = f"line {mark.line + 1}, column {mark.column + 1}"
+            msg = ", ".join(str(m) for m in (getattr(exc, "context", None), exc.problem) if m)
+        else:  # tomllib's message ends with "(at line L, column C)"
+            where, msg = "", " ".join(str(exc).split()) or type(exc).__name__
+    raise ConfigError(f"cannot parse {path}: {where + ': ' if where else ''}{msg}")
+
+
+def _toml():
+    try:
+        import tomllib  # python 3.11+
+    except ModuleNotFoundError:
+        import tomli as tomllib  # the same parser, a dependency on python 3.10
+    return tomllib
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:

@@ -741,6 +741,37 @@ def _download_and_extract_archive(url: str, root: str, filename: str | None = No
     download_and_extract_archive(url, root, filename=filename, md5=md5)
 
 
+def _download_into(root: Path, download: Callable[[Path], None]) -> None:
+    """Run `download` into a hidden staging folder inside `root`, then move what it fetched
+    into place. A download that fails (or is interrupted) half-way would otherwise leave
+    empty folders and partial files in the user's data root: the staging folder is removed,
+    and so is every folder that this call created, so `root` stays as it was."""
+    import shutil
+    import tempfile
+
+    created = [p for p in (root, *root.parents) if not p.exists()]  # deepest first
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".labeldistill-download-", dir=root))
+    done = False
+    try:
+        download(staging)
+        for src in sorted(staging.rglob("*")):  # parents before their contents
+            dst = root / src.relative_to(staging)
+            if src.is_dir():
+                dst.mkdir(exist_ok=True)
+            else:
+                os.replace(src, dst)  # same file system: a rename, never a partial file
+        done = True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not done:
+            for folder in created:
+                try:
+                    folder.rmdir()  # only while empty: never what someone else wrote meanwhile
+                except OSError:
+                    break
+
+
 def _short_reason(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     reason = lines[-1] if lines else ""
@@ -877,8 +908,7 @@ def _load_from_root(info: DatasetInfo, root: Path, download: bool) -> RawData:
         raise DataError(f"dataset '{name}' not found under {root} ({looked}) and downloading is off; "
                         "put the files there or pass --data-root DIR")
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        source.download(root)
+        _download_into(root, source.download)
     except Exception as exc:  # urllib, RuntimeError (MD5/mirrors), OSError, tarfile, ...
         raise DataError(f"dataset '{name}' not found under {root} ({looked}) and the download failed "
                         f"({_short_reason(exc)}); put the files there or pass --data-root DIR") from None

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
+from .errors import RunError
 from .heads import append_ones, rr_logits, update_head
 from .models import create_model, normalises_with_batch_statistics
 from .seeding import seeded_global_rng
@@ -477,3 +478,35 @@ def accuracy_summary(errors: Sequence[float]) -> dict:
     mean, std = summarize(acc)
     return {"test_accuracy": acc, "test_accuracy_mean": mean, "test_accuracy_std": std,
             "test_error": list(errors), "test_error_mean": 100.0 - mean}
+
+
+# A diverged evaluation model predicts one class (accuracy at chance) with a loss far above
+# a uniform guess's log C, or its loss is no longer finite (NaN weights predict class 0,
+# which reads as a plausible "9.80 %" on MNIST). Training losses are not checked apart:
+# a non-finite training loss makes the weights, and so the measured loss, non-finite.
+CHANCE_MARGIN = 1.5  # accuracy up to 1.5 / C counts as chance
+EXPLODED_LOSS = 10.0  # times log C
+
+
+def diverged(res: EvalResult, num_classes: int) -> torch.Tensor:
+    """(len(steps), num_models) booleans: the models that had diverged at each evaluated step."""
+    at_chance = res.errors >= 100.0 * (1.0 - CHANCE_MARGIN / num_classes)
+    exploded = res.losses > EXPLODED_LOSS * math.log(max(num_classes, 2))
+    return ~torch.isfinite(res.losses) | (at_chance & exploded)
+
+
+def lr_advice(recipe: Recipe, setting: str = "evaluate.lr") -> str:
+    """What to lower when `recipe`'s models diverge, with the values in use."""
+    return (f"lower {setting} (now {recipe.learning_rate:g} with the {recipe.optimizer} optimizer and the "
+            f"{recipe.head} head)")
+
+
+def check_not_diverged(res: EvalResult, num_classes: int, what: str, advice: str) -> None:
+    """Raise a one-line `RunError` naming `advice` when any of `res`'s models diverged."""
+    bad = diverged(res, num_classes)
+    if not bool(bad.any()):
+        return
+    i, j = (int(v) for v in bad.nonzero()[0])
+    models = int(bad.any(0).sum())
+    raise RunError(f"{models} of {bad.shape[1]} {what} diverged (loss {float(res.losses[i, j]):.3g}, accuracy "
+                   f"{100.0 - float(res.errors[i, j]):.2f} % after {res.steps[i]} steps); {advice}")

@@ -19,7 +19,8 @@ from . import config as config_mod
 from .config import Config
 from .data import TaskData, prepare
 from .errors import Interrupted, LabelDistillError, RunError
-from .evaluate import Recipe, accuracy_summary, step_grid, train_and_evaluate
+from .evaluate import (CHANCE_MARGIN, Recipe, accuracy_summary, check_not_diverged, lr_advice, step_grid,
+                       train_and_evaluate)
 from .labels import one_hot, uniform_labels
 from .meta.common import Distilled
 from .methods import choose_on_validation, earliest_lowest, label_candidates  # noqa: F401 (earliest_lowest: API)
@@ -97,8 +98,15 @@ class Experiment:
             eval_steps += [num_steps + o for o in cfg.evaluate.step_offsets if num_steps + o > 0]
         res = train_and_evaluate(self.recipe, images, labels, seeds, num_steps, data.test_x, data.test_y,
                                  eval_steps=eval_steps)
+        check_not_diverged(res, data.num_classes, "test models", lr_advice(self.recipe))
         errors, losses = res.at(num_steps)
         out.update(accuracy_summary(errors))
+        if out["test_accuracy_mean"] <= 100.0 * CHANCE_MARGIN / data.num_classes:
+            # Not divergence (the loss stayed near log C): a learner whose units died at a high
+            # lr predicts one class, as do labels that carry no information. Kept, but said.
+            self._emit("notice", message=f"the test models are at chance ({out['test_accuracy_mean']:.2f} %): the "
+                                         "labels carry no information or the learner collapsed; for the latter, "
+                                         f"{lr_advice(self.recipe)}")
         out["test_loss"] = losses
         if cfg.evaluate.num_steps_analysis:
             out["num_steps_analysis"] = {
@@ -108,6 +116,8 @@ class Experiment:
         for arch in cfg.evaluate.test_architectures:
             r = train_and_evaluate(replace(self.recipe, arch=arch), images, labels, seeds, num_steps,
                                    data.test_x, data.test_y)
+            check_not_diverged(r, data.num_classes, f"{arch} test models (evaluate.test_architectures)",
+                               f"{lr_advice(self.recipe)}, or remove {arch} from evaluate.test_architectures")
             analyses[arch] = accuracy_summary(r.at(num_steps)[0])
         if analyses:
             out["architecture_transfer"] = analyses
@@ -118,6 +128,10 @@ class Experiment:
             # number-of-steps analysis is on (off-the-shelf optimiser *and* step count).
             r = train_and_evaluate(recipe, images, labels, seeds, num_steps, data.test_x, data.test_y,
                                    eval_steps=eval_steps)
+            check_not_diverged(r, data.num_classes, f"{opt} test models (evaluate.test_optimizers)",
+                               lr_advice(recipe) if recipe.lr is not None else
+                               f"remove {opt} from evaluate.test_optimizers (it trains with its default lr "
+                               f"{recipe.learning_rate:g})")
             opts[opt] = {"lr": recipe.learning_rate, **accuracy_summary(r.at(num_steps)[0])}
             if cfg.evaluate.num_steps_analysis:
                 opts[opt]["num_steps_analysis"] = {
@@ -125,6 +139,15 @@ class Experiment:
         if opts:
             out["optimizer_transfer"] = opts
         return out
+
+    def _note_diverged(self, choice) -> None:
+        """Say when the step search left out step counts whose validation models diverged:
+        the choice is sound, but a lower learning rate may search them all."""
+        skipped = sum(1 for h in choice.history if h.get("diverged"))
+        if skipped:
+            self._emit("notice", message=f"the step search left out {skipped} of {len(choice.history)} step counts "
+                                         f"at which validation models diverged; {lr_advice(choice.recipe)} to "
+                                         "search them all")
 
     # -- methods without meta-learning (SPEC 5 and 10) ---------------------------
     def run_baseline(self) -> dict:
@@ -142,6 +165,7 @@ class Experiment:
         choice = choose_on_validation(self.recipe, data.base_x, candidates,
                                       self._seeds("val", count=cfg.evaluate.num_val_models), grid,
                                       data.val_x, data.val_y)
+        self._note_diverged(choice)
         # The test models are trained the way the winning candidate was validated.
         self.recipe = choice.recipe
         self.history = choice.history
@@ -171,6 +195,7 @@ class Experiment:
         recipe = replace(eval_recipe(direct, self.arch), head=self.recipe.head)
         choice = choose_on_validation(recipe, data.base_x, candidates, self._seeds("init", count=1), grid,
                                       data.val_x, data.val_y)
+        self._note_diverged(choice)
         self._emit("initial_labels", method=cfg.distill.init_labels, labels=choice.candidate.name,
                    num_steps=choice.num_steps, val_error=choice.val_error)
         self._init_choice = choice
@@ -310,6 +335,9 @@ class Experiment:
         images, labels = self.distilled.current()
         res = train_and_evaluate(self.recipe, images, labels, self._seeds("val", self.epoch, count=1),
                                  self.tracker.num_steps, self.data.val_x, self.data.val_y)
+        # The labels are finite (`_check_finite`), so a diverging model is the learner's doing.
+        check_not_diverged(res, self.data.num_classes, f"validation models of epoch {self.epoch}",
+                           lr_advice(self.recipe))
         return float(res.errors[0, 0]), float(res.losses[0, 0])
 
     def run_epoch(self, t0: float | None = None) -> dict:

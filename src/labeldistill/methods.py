@@ -12,13 +12,15 @@ validation error; it receives the validation split only.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
 
 from .data import TaskData, remap_classes
-from .evaluate import Recipe, train_and_evaluate
+from .errors import RunError
+from .evaluate import CHANCE_MARGIN, Recipe, diverged, lr_advice, train_and_evaluate
 from .labels import one_hot
 
 # label-solve's temperatures when evaluate.label_temperatures is empty.
@@ -60,6 +62,13 @@ def _teacher(cfg, data: TaskData, arch: str):
     from .kd import teacher_logits
 
     logits, teacher, model = teacher_logits(cfg, data, arch)
+    chance = 100.0 * CHANCE_MARGIN / data.num_classes
+    if not bool(torch.isfinite(logits).all()) or teacher["val_accuracy"] <= chance:
+        # A teacher at chance labels the base examples with noise: every candidate would be wrong.
+        raise RunError(f"the teacher diverged or did not learn (validation accuracy {teacher['val_accuracy']:.2f} %, "
+                       f"chance {100.0 / data.num_classes:.2f} %); lower evaluate.kd_teacher_lr (now "
+                       f"{cfg.evaluate.kd_teacher_lr:g}) or raise evaluate.kd_teacher_epochs (now "
+                       f"{cfg.evaluate.kd_teacher_epochs})")
     temps = cfg.evaluate.label_temperatures or (cfg.evaluate.kd_temperature,)
     return _real_valued(cfg, logits, "teacher logits", temps, {}), {"teacher": teacher, "teacher_model": model}
 
@@ -117,7 +126,12 @@ def choose_on_validation(recipe: Recipe, base_x: torch.Tensor, candidates: Seque
                          val_y: torch.Tensor) -> Choice:
     """Train `len(seeds)` models per candidate, measure their mean validation error at every
     step of `grid`; the lowest wins, the earliest step and then the first candidate on ties
-    (strictly lower replaces, SPEC 5)."""
+    (strictly lower replaces, SPEC 5).
+
+    A step count at which any validation model had diverged, and every later one, is never
+    chosen (up to the first divergence the models are those of a shorter run, which did not
+    diverge); when no step of any candidate is left, a `RunError` says what to lower.
+    """
     best: Choice | None = None
     history = []
     for cand in candidates:
@@ -125,11 +139,17 @@ def choose_on_validation(recipe: Recipe, base_x: torch.Tensor, candidates: Seque
         val = train_and_evaluate(r, base_x, cand.labels, seeds, max(grid), val_x, val_y, eval_steps=grid)
         errors = val.errors.mean(1).tolist()
         losses = val.losses.mean(1).tolist()
-        for s, e, l in zip(val.steps, errors, losses):
-            history.append({"num_steps": s, "val_error": e, "val_loss": l,
+        bad = diverged(val, cand.labels.shape[-1]).any(1).cummax(0).values.tolist()
+        for s, e, l, b in zip(val.steps, errors, losses, bad):
+            history.append({"num_steps": s, "val_error": e, "val_loss": l, **({"diverged": True} if b else {}),
                             **({"candidate": cand.name} if len(candidates) > 1 else {})})
-        i = earliest_lowest(errors)
-        if best is None or errors[i] < best.val_error:
+        usable = [math.inf if b else e for e, b in zip(errors, bad)]
+        i = earliest_lowest(usable)
+        if usable[i] < (math.inf if best is None else best.val_error):
             best = Choice(cand, r, val.steps[i], errors[i], [])
+    if best is None:
+        what = "every label candidate" if len(candidates) > 1 else "the labels"
+        raise RunError(f"the validation models of {what} diverged at every step count of the step search "
+                       f"(from {min(grid)} steps); {lr_advice(recipe)}")
     best.history = history
     return best

@@ -46,6 +46,9 @@ VAL_FRACTION = 1 / 6
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F")
 MEMORY_PREFIX = "memory:"
+SUPPORTED_FORMATS = ("give a registered dataset name (labeldistill datasets), a .npz file with x_train, y_train, "
+                     "x_test, y_test, a folder of class folders of images, a Hugging Face dataset folder "
+                     "(save_to_disk), or memory:NAME from labeldistill.from_arrays")
 # Column names tried, in order, when a Hugging Face dataset's columns are not named in the config
 # and no column has the `Image` / `ClassLabel` feature type.
 HF_IMAGE_COLUMNS = ("image", "img", "pixel_values", "pixels", "x")
@@ -80,8 +83,8 @@ def _one_line(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _error(text: str) -> DataError:
-    return DataError(_one_line(text))
+def _error(text: str, limit: int = 400) -> DataError:
+    return DataError(_one_line(text, limit))
 
 
 # --------------------------------------------------------------------------- loading
@@ -107,6 +110,9 @@ def load_path(name: str, image_size: int | None = None, test_fraction: float = D
     if not path.exists():
         raise _error(f"no such file or folder: {name}")
     path = path.resolve()
+    if path.is_file() and path.suffix.lower() != ".npz":
+        what = f"a {path.suffix} file" if path.suffix else "a file without an extension"
+        raise _error(f"{name} is {what}, not a dataset format labeldistill reads; {SUPPORTED_FORMATS}", limit=1000)
     hf = path.is_dir() and is_hf_folder(path)
     key = (str(path), image_size, float(test_fraction) if not path.is_file() else None,
            (image_column, label_column) if hf else None)
@@ -163,6 +169,47 @@ def _mean_std(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(float(m) for m in mean), tuple(float(s) for s in np.sqrt(var))
 
 
+def _scale_uint16(a: np.ndarray) -> np.ndarray:
+    """16-bit grey levels to 8 bits by the bit depth (65535 -> 255), not clipped."""
+    return np.rint(a.astype(np.float64) / 257.0).astype(np.uint8)
+
+
+def _to_8bit(img, where: str):
+    """A PIL image as 8-bit 'L' or 'RGB', keeping what it shows.
+
+    PIL's own `convert` clips 16-bit and 32-bit grey levels to {0, 255} and
+    drops the alpha channel: 16-bit modes (I;16*, and I, which 16-bit PGMs and
+    older Pillows' 16-bit PNGs open as) are scaled by the bit depth instead,
+    floats (F) must be in [0, 1], and an image whose content lies only in its
+    alpha channel (constant colour, varying transparency) is refused: no
+    background to flatten it onto is right for every dataset, so the user picks one.
+    """
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        a = np.asarray(img)
+        if mode == "F":
+            if a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
+                raise _error(f"{where}: a 32-bit float image with values {np.nanmin(a):.3g}..{np.nanmax(a):.3g}; "
+                             "save it with values in [0, 1], or as an 8- or 16-bit image")
+            return Image.fromarray(np.rint(a * 255.0).astype(np.uint8))
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise _error(f"{where}: a 32-bit integer image with values {a.min()}..{a.max()}; "
+                         "save it as an 8- or 16-bit image")
+        return Image.fromarray(_scale_uint16(a))
+    if mode == "PA" or (mode == "P" and "transparency" in img.info):
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ("LA", "La", "RGBA", "RGBa"):
+        a = np.asarray(img)
+        alpha, colour = a[..., -1], a[..., :-1]
+        if alpha.min() != alpha.max() and colour.min() == colour.max():
+            raise _error(f"{where}: the image shows its content only through transparency (one colour, "
+                         "varying alpha), which is lost without the alpha channel; flatten it onto a background "
+                         "first (e.g. ImageMagick: mogrify -background white -flatten FILE)", limit=1000)
+    return img.convert("L") if mode in _GRAY_MODES else img.convert("RGB")
+
+
 def _resize(img, size: int):
     from PIL import Image
 
@@ -208,6 +255,10 @@ def check_labels(where: str, y_tr: np.ndarray, y_te: np.ndarray | None,
 
 
 def _read_npz(path: Path, image_size: int | None):
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # else numpy tries it as a pickle and talks about allow_pickle
+        raise _error(f"{path} is not a .npz archive (not a zip file); {SUPPORTED_FORMATS}", limit=1000)
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as exc:  # BadZipFile, ValueError, OSError, ...
@@ -239,8 +290,10 @@ def _read_npz(path: Path, image_size: int | None):
 
 
 def _npz_split(path: Path, x: np.ndarray, y: np.ndarray, split: str, image_size: int | None):
+    if x.dtype == np.uint16:
+        x = _scale_uint16(x)
     if x.dtype != np.uint8:
-        raise _error(f"{path}: x_{split} has dtype {x.dtype}, expected uint8 images")
+        raise _error(f"{path}: x_{split} has dtype {x.dtype}, expected uint8 images (or uint16, scaled to 8 bits)")
     if x.ndim == 4 and x.shape[-1] == 1:
         x = x[..., 0]
     if not (x.ndim == 3 or (x.ndim == 4 and x.shape[-1] == 3)):
@@ -283,10 +336,12 @@ def _read_image(path: Path, image_size: int | None) -> np.ndarray:
     try:
         with Image.open(path) as img:
             mode = img.mode
-            img = img.convert("L") if mode in _GRAY_MODES else img.convert("RGB")
+            img = _to_8bit(img, str(path))
             if image_size is not None and img.size != (image_size, image_size):
                 img = _resize(img, image_size)
             array = np.asarray(img, dtype=np.uint8)
+    except DataError:
+        raise
     except Exception as exc:  # UnidentifiedImageError, OSError (truncated), ...
         raise _error(f"cannot read image {path} ({type(exc).__name__}: {exc})") from None
     # A palette image with only gray entries (common for GIFs of grayscale scans) stays
@@ -384,8 +439,7 @@ def _image_array(obj, where: str, image_size: int | None) -> np.ndarray:
     from PIL import Image
 
     if isinstance(obj, Image.Image):
-        mode = obj.mode
-        img = obj.convert("L") if mode in _GRAY_MODES else obj.convert("RGB")
+        img = _to_8bit(obj, where)
     else:
         if isinstance(obj, torch.Tensor):
             obj = obj.detach().cpu().numpy()
@@ -404,6 +458,8 @@ def _image_array(obj, where: str, image_size: int | None) -> np.ndarray:
             a = np.rint(a * 255.0).astype(np.uint8)
         elif a.dtype == np.bool_:
             a = a.astype(np.uint8) * 255
+        elif a.dtype == np.uint16:
+            a = _scale_uint16(a)
         elif a.dtype != np.uint8:
             if a.dtype.kind not in "iu" or a.min() < 0 or a.max() > 255:
                 raise _error(f"{where}: images have dtype {a.dtype}; give uint8 (0..255) or floats in [0, 1]")
@@ -620,7 +676,7 @@ def from_arrays(x_train, y_train, x_test=None, y_test=None, *, name: str = "arra
     usable wherever a dataset name is (data.source, data.target, :func:`labeldistill.distill`).
 
     Images are NumPy arrays or tensors of shape (N, H, W), (N, H, W, C) or (N, C, H, W) with
-    C = 1 or 3, uint8 or floats in [0, 1]; labels integers 0..K-1. Without a test split,
+    C = 1 or 3, uint8, uint16 (scaled to 8 bits) or floats in [0, 1]; labels integers 0..K-1. Without a test split,
     `test_fraction` of each class is held out (a fixed seed). `class_names` default to "0".."K-1".
     """
     arrays = _arrays(x_train, y_train, x_test, y_test, MEMORY_PREFIX + str(name), image_size)
