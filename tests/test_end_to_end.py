@@ -85,7 +85,9 @@ def test_quickstart_honours_a_method_override(tmp_path, capsys):
     rc = main(["run", "--out", str(tmp_path), "--quiet", "--set", "method=ld-or2", "--set", "distill.epochs=1",
                "--set", "data.target_set_size=600", "--set", "evaluate.num_test_models=2"])
     assert rc == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["quickstart_baseline", "quickstart_ld-or2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "quickstart_epochs=1_num_test_models=2_target_set_size=600_baseline",
+        "quickstart_epochs=1_num_test_models=2_target_set_size=600_ld-or2"]
     assert "ld-or2 vs baseline" in capsys.readouterr().out
 
 
