@@ -107,6 +107,9 @@ def _load(path: str | None, overrides) -> config_mod.Config:
         if not saved.is_file():
             raise config_mod.ConfigError(f"{path} is a folder without config.json; give a config file or a run "
                                          "directory")
+        from .results import RunDir
+
+        RunDir(path).read_config()  # a config.json of the wrong shape is one line naming it
         return config_mod.load(saved, overrides)
     return config_mod.load(path, overrides)
 
