@@ -116,11 +116,26 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def cmd_report(args) -> int:
-    from .report import build_report, find_runs, write_report
+def _scan(paths):
+    """Finished runs under `paths`; malformed ones are skipped with a warning and unfinished ones
+    counted, on stderr, once there is something to report (else one error line)."""
+    from .report import scan_runs
 
-    runs = find_runs(args.runs)
-    report = build_report(runs)
+    scan = scan_runs(paths)
+    runs = scan.require()
+    for why in scan.skipped:
+        print(f"labeldistill: warning: skipped {why}", file=sys.stderr)
+    return runs, scan.unfinished
+
+
+def cmd_report(args) -> int:
+    from .report import build_report, write_report
+
+    runs, unfinished = _scan(args.runs)
+    report = build_report(runs, unfinished)
+    if unfinished:
+        print(f"labeldistill: note: {len(unfinished)} unfinished run(s) (no result.json yet) are listed under "
+              "'Unfinished runs'", file=sys.stderr)
     if args.out:
         paths = write_report(report, args.out)
         print(f"report of {len(runs)} runs: " + ", ".join(str(p) for p in paths))
@@ -131,15 +146,16 @@ def cmd_report(args) -> int:
 
 def cmd_plot(args) -> int:
     from .plots import plot_runs
-    from .report import find_runs
 
-    runs = find_runs(args.runs)
     if args.max_images < 1:
         raise ConfigError(f"--max-images must be at least 1, got {args.max_images}")
+    runs, unfinished = _scan(args.runs)
     paths, notes = plot_runs(runs, args.out, data_root=args.data_root, max_images=args.max_images)
     print(f"wrote {len(paths)} figures to {args.out}")
     for p in paths:
         print(f"  {p}")
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
+    for path in unfinished:
+        print(f"note: unfinished run, not drawn (no result.json yet): {path}", file=sys.stderr)
     return 0
