@@ -169,3 +169,11 @@ def test_sweep_with_a_seed_override_runs_that_seed_and_leaves_seed_0_alone(tmp_p
     # `run CONFIG --set seed=1` now finds its own finished run, and resumes it to its result.
     assert main(["run", str(path), "--out", str(out), "--set", "seed=1", "--resume", "--quiet"]) == 0
     assert "tiny_seed=1" in capsys.readouterr().out
+
+
+def test_the_python_api_names_a_config_after_what_its_arguments_change(tmp_path):
+    import labeldistill as ld
+
+    path = tiny_config(tmp_path / "cfg")
+    r = ld.distill("mnist5k", method="baseline", config=path, seed=1, out=tmp_path / "runs")
+    assert r.run_dir.name == "tiny_seed=1" and r.result["seed"] == 1
