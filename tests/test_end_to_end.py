@@ -65,7 +65,7 @@ def test_reference_flat_json_runs_unchanged(tmp_path, data_root):
                            "--out", str(out), "--quiet", "--set", "evaluate.num_test_models=2"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((out / legacy["expname"] / "result.json").read_text())
+    result = json.loads((out / f"{legacy['expname']}_num_test_models=2" / "result.json").read_text())
     assert result["method"] == "ld-rr" and result["seed"] == 1234 and len(result["labels"]) == 20
     assert "ld-rr" in proc.stdout and "test accuracy" in proc.stdout
 
