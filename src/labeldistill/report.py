@@ -544,10 +544,10 @@ def _optimizer_tables(runs: list[Run]) -> list[Table]:
             for o in opts:
                 a = r["optimizer_transfer"].get(o, {}).get("num_steps_analysis")
                 if a:
-                    rows.append([r.pair, str(r["num_base_examples"]), method_title(r.method),
+                    rows.append([r.pair, str(r["num_base_examples"]), method_title(r.method), str(r["seed"]),
                                  OPTIMIZER_TITLES.get(o, o), str(r["num_steps"])]
                                 + [fmt_summary(a.get(off)) for off in offsets])
-        tables.append(Table("Optimiser x number of steps", ["pair", "base examples", "method", "optimiser",
+        tables.append(Table("Optimiser x number of steps", ["pair", "base examples", "method", "seed", "optimiser",
                                                             "best steps"] + [_offset_title(o) for o in offsets],
                             rows, note="Each optimiser's test models evaluated at the best number of steps "
                                        "(chosen with the default learner) plus each offset."))
