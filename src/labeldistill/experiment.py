@@ -542,8 +542,10 @@ def _same_config(saved: dict, cfg: Config, run_dir: RunDir, what: str) -> None:
     # An option added in a later version is absent from older runs' configs: while it
     # keeps its default it is no difference (the older run used that default too).
     defaults = _flat(config_mod.to_dict(Config()))
-    changed = sorted(k for k in fs.keys() | fr.keys() if fs.get(k) != fr.get(k)
+    changed = sorted(k for k in fs.keys() | fr.keys() if fs.get(k) != fr.get(k) and k not in config_mod.NEUTRAL_KEYS
                      and not (k not in fs and k in defaults and fr[k] == defaults[k]))
+    if not changed:  # only keys that change no result differ
+        return
     raise RunError(f"the {what} in {run_dir.path} is from a different config (differs in: {', '.join(changed)}); "
                    "run this config under another name (--set name=...) or --out, or resume with that run's config "
                    "(--overwrite would delete it)")
