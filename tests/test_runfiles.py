@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labeldistill import config as C
 from labeldistill.artifact import load_distilled
 from labeldistill.cli import main
 from labeldistill.errors import DataError, RunError, RunFileError
