@@ -164,7 +164,7 @@ CASES = [
      ["unfinished run", "--resume"]),
     ("resume-different-config", lambda t: (fake_run_dir(t, finished=False),
                                            ["run", tiny_config(t), "--out", str(t / "out"), "--resume",
-                                            "--set", "distill.label_lr=0.01"])[1],
+                                            "--set", "distill.label_lr=0.01", "--set", "name=tiny"])[1],
      ["different config", "distill.label_lr"]),
     ("checkpoint-of-different-config", lambda t: (_other_config_checkpoint(t),
                                                   ["run", tiny_config(t), "--out", str(t / "out"), "--resume"])[1],

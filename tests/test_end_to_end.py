@@ -65,7 +65,7 @@ def test_reference_flat_json_runs_unchanged(tmp_path, data_root):
                            "--out", str(out), "--quiet", "--set", "evaluate.num_test_models=2"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((out / legacy["expname"] / "result.json").read_text())
+    result = json.loads((out / f"{legacy['expname']}_num_test_models=2" / "result.json").read_text())
     assert result["method"] == "ld-rr" and result["seed"] == 1234 and len(result["labels"]) == 20
     assert "ld-rr" in proc.stdout and "test accuracy" in proc.stdout
 
@@ -85,7 +85,9 @@ def test_quickstart_honours_a_method_override(tmp_path, capsys):
     rc = main(["run", "--out", str(tmp_path), "--quiet", "--set", "method=ld-or2", "--set", "distill.epochs=1",
                "--set", "data.target_set_size=600", "--set", "evaluate.num_test_models=2"])
     assert rc == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["quickstart_baseline", "quickstart_ld-or2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "quickstart_epochs=1_num_test_models=2_target_set_size=600_baseline",
+        "quickstart_epochs=1_num_test_models=2_target_set_size=600_ld-or2"]
     assert "ld-or2 vs baseline" in capsys.readouterr().out
 
 

@@ -61,7 +61,9 @@ def test_readme_command_line_example_with_a_model_of_ones_own(example):
     assert done.returncode == 0, done.stderr[-2000:]
     accuracies = {}
     for method in ("ld-rr", "baseline"):
-        result = json.loads((folder / "runs" / f"quickstart_{method}" / "result.json").read_text())
+        # named after the quickstart and the overrides, so it does not collide with the quickstart's own run
+        run = folder / "runs" / f"quickstart_arch=mymodule_make_net_source=my_images_target=my_images_{method}"
+        result = json.loads((run / "result.json").read_text())
         assert result["arch"] == "mymodule:make_net" and result["source"] == "my_images"
         accuracies[method] = result["test_accuracy_mean"]
     assert accuracies["baseline"] > 30 and accuracies["ld-rr"] > accuracies["baseline"]

@@ -64,10 +64,10 @@ def _run(file: str, root: Path, out: Path, capsys, *extra: str) -> tuple[dict, l
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert path.read_bytes() == before  # the file itself is never changed
-    run = out / file
+    run = out / f"{file}_epochs=1_num_test_models=2"  # the file's name and the overrides that change it
     result = json.loads((run / "result.json").read_text())
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert result["name"] == file and len(result["test_accuracy"]) == 2
+    assert result["name"] == run.name and len(result["test_accuracy"]) == 2
     assert json.loads((run / "config.json").read_text())["data"]["target_set_size"] == 50000  # as written
     card = json.loads((run / "distilled.json").read_text())
     assert card["recipe"]["head"] == result["head"]
@@ -112,7 +112,7 @@ def test_reference_file_runs(file, method, head, target, inner, gap, stand_in_ro
 def test_reference_baselines_learn_with_their_scripts_head(file, head, stand_in_root, tmp_path, capsys):
     """`..._baseline_..._rr_...`: step search and test models with the RR head; the `_or2_` twin linear."""
     result, events, _ = _run(file, stand_in_root, tmp_path, capsys)
-    card = json.loads((tmp_path / file / "distilled.json").read_text())
+    card = json.loads((tmp_path / result["name"] / "distilled.json").read_text())
     assert result["method"] == "baseline" and result["head"] == head and card["recipe"]["head"] == head
     grid = [10, 25, 50, 75] + list(range(100, 1001, 50))
     assert result["effective"]["step_grid"] == grid == [h["num_steps"] for h in result["history"]]

@@ -21,8 +21,8 @@ def fake_result(method, n, seed, accs, source="mnist", target="mnist", **extra):
     mean = float(np.mean(accs))
     return {"name": f"{method}_{n}_{seed}", "method": method, "source": source, "target": target, "arch": "lenet",
             "num_base_examples": n, "seed": seed, "test_accuracy": accs, "test_accuracy_mean": mean,
-            "test_accuracy_std": float(np.std(accs)), "num_steps": 100, "labels": [[0.5, 0.5]],
-            "config": {"data": {"target_set_size": extra.pop("tss", None)}}, **extra}
+            "test_accuracy_std": float(np.std(accs)), "num_steps": 100, "labels": [[0.5, 0.5]], "base_indices": [0],
+            "history": [], "config": {"data": {"target_set_size": extra.pop("tss", None)}}, **extra}
 
 
 def write_runs(root: Path, results):
@@ -44,12 +44,13 @@ def test_tables_mean_std_over_models_and_over_seeds(tmp_path):
     main_table = next(t for t in rep.tables if t.title == "mnist -> mnist (lenet)")
     assert main_table.header == ["base examples", "LD RR", "LD or2", "true labels"]
     # Several seeds: mean +- std of the seeds' means (61 and 70).
-    assert main_table.rows[0] == ["10", "65.50 ± 4.50 (2 seeds)", "", "52.00 ± 2.00"]
-    assert main_table.rows[1] == ["100", "", "85.00 ± 5.00", ""]
+    assert main_table.text_rows()[0] == ["10", "65.50 ± 4.50 (2 seeds)", "", "52.00 ± 2.00"]
+    assert main_table.text_rows()[1] == ["100", "", "85.00 ± 5.00", ""]
     seeds = next(t for t in rep.tables if t.title == "Seeds")
-    assert seeds.rows == [["mnist -> mnist", "10", "LD RR", "61.00", "70.00", "65.50 ± 4.50"]]
+    # mean +- std over the seeds' means (61, 70), the mean per-model std ((1 + 0) / 2), 2 seeds
+    assert seeds.text_rows() == [["mnist -> mnist", "10", "LD RR", "61.00", "70.00", "65.50 ± 4.50", "0.50", "2"]]
     tss = next(t for t in rep.tables if t.title.startswith("Target-set size"))
-    assert tss.rows == [["500", "40.00 ± 0.00"]]
+    assert tss.text_rows() == [["500", "40.00 ± 0.00"]]
     paths = write_report(rep, tmp_path / "rep")
     assert (tmp_path / "rep" / "report.md").read_text().count("65.50 ± 4.50 (2 seeds)") == 1
     rows = list(csv.DictReader(open(tmp_path / "rep" / "runs.csv")))
@@ -65,12 +66,13 @@ def test_a_repeated_run_shows_its_newest_and_lists_the_others(tmp_path):
     for order in ([tmp_path / "new", tmp_path / "old"], [tmp_path / "old", tmp_path / "new"]):
         rep = build_report(find_runs(order))
         main_table = next(t for t in rep.tables if t.title == "mnist -> mnist (lenet)")
-        assert main_table.rows == [["100", "90.00 ± 0.00"]]  # the newest, not the first found
+        assert main_table.text_rows() == [["100", "90.00 ± 0.00"]]  # the newest, not the first found
         assert not any(t.title == "Seeds" for t in rep.tables)  # a repeat is not a second seed
         rep_table = next(t for t in rep.tables if t.title == "Repeated runs")
-        assert rep_table.rows == [["mnist -> mnist", "lenet", "100", "", "LD RR", "0",
-                                   f"90.00 ± 0.00 ({tmp_path / 'new' / 'ld-rr_100_0'})",
-                                   f"81.00 ± 1.00 ({tmp_path / 'old' / 'ld-rr_100_0'})"]]
+        setting = ["mnist -> mnist", "lenet", "100", "", "LD RR", "0"]
+        assert rep_table.text_rows() == [
+            [*setting, "shown (newest)", "90.00 ± 0.00", "", str(tmp_path / "new" / "ld-rr_100_0")],
+            [*setting, "also found", "81.00 ± 1.00", "", str(tmp_path / "old" / "ld-rr_100_0")]]
         assert len(rep.records) == 2  # runs.csv keeps both
 
 
@@ -85,17 +87,17 @@ def test_a_repeat_next_to_a_second_seed_counts_once_and_a_changed_config_is_flag
     os.utime(tmp_path / "old" / "ld-rr_10_0" / "result.json", (1_000_000, 1_000_000))
     rep = build_report(find_runs([tmp_path]))
     main_table = next(t for t in rep.tables if t.title == "mnist -> mnist (lenet)")
-    assert main_table.rows == [["10", "65.00 ± 5.00 (2 seeds)"]]  # seeds 0 (newest: 60) and 1, not 10
-    assert next(t for t in rep.tables if t.title == "Seeds").rows == [
-        ["mnist -> mnist", "10", "LD RR", "60.00", "70.00", "65.00 ± 5.00"]]
-    also = next(t for t in rep.tables if t.title == "Repeated runs").rows[0][-1]
-    assert also.startswith("10.00 ± 0.00") and also.endswith("[different config]")
+    assert main_table.text_rows() == [["10", "65.00 ± 5.00 (2 seeds)"]]  # seeds 0 (newest: 60) and 1, not 10
+    assert next(t for t in rep.tables if t.title == "Seeds").text_rows() == [
+        ["mnist -> mnist", "10", "LD RR", "60.00", "70.00", "65.00 ± 5.00", "0.00", "2"]]
+    also = next(t for t in rep.tables if t.title == "Repeated runs").text_rows()[1]
+    assert also[-4:-1] == ["also found", "10.00 ± 0.00", "different"]
     # the same config, except an option the older version did not have yet: not flagged
     old["config"]["distill"] = {"epochs": 400}
     (tmp_path / "old" / "ld-rr_10_0" / "result.json").write_text(json.dumps(old))
     os.utime(tmp_path / "old" / "ld-rr_10_0" / "result.json", (1_000_000, 1_000_000))
-    also = next(t for t in build_report(find_runs([tmp_path])).tables if t.title == "Repeated runs").rows[0][-1]
-    assert "[different config]" not in also
+    also = next(t for t in build_report(find_runs([tmp_path])).tables if t.title == "Repeated runs").rows[1]
+    assert also[-2] == ""
 
 
 def test_optimiser_rates_that_differ_between_runs_are_shown_per_cell(tmp_path):
@@ -106,8 +108,8 @@ def test_optimiser_rates_that_differ_between_runs_are_shown_per_cell(tmp_path):
                           fake_result("baseline", 10, 0, [40.0], **transfer(0.03))])
     table = next(t for t in build_report(find_runs([tmp_path])).tables if t.title == "Optimiser flexibility")
     assert table.header[-2:] == ["SGD (lr 0.1)", "SGD+momentum"]
-    assert [r[-2:] for r in table.rows] == [["50.00 ± 1.00", "60.00 ± 2.00 (lr 0.01)"],
-                                            ["50.00 ± 1.00", "60.00 ± 2.00 (lr 0.03)"]]
+    assert [r[-2:] for r in table.text_rows()] == [["50.00 ± 1.00", "60.00 ± 2.00 (lr 0.01)"],
+                                                   ["50.00 ± 1.00", "60.00 ± 2.00 (lr 0.03)"]]
 
 
 def test_report_without_runs_is_a_one_line_error(tmp_path, capsys):
@@ -233,8 +235,8 @@ def test_methods_compared_table_separates_learners_and_times_mnist_100(tmp_path)
     rep = build_report(find_runs([tmp_path]))
     table = next(t for t in rep.tables if t.title == "Methods compared")
     assert table.header == ["method", "mnist -> mnist 100 (lenet)", "emnist -> mnist 100 (lenet)",
-                            "seconds, mnist -> mnist 100"]
-    assert table.rows == [
+                            "seconds (labels + test) for mnist -> mnist 100 (lenet)"]
+    assert table.text_rows() == [
         ["label solve", "92.50 ± 1.50 (2 seeds)", "", "40"],
         ["label solve [shifts 2px]", "94.00 ± 1.00", "", "40"],
         ["teacher labels", "", "71.00 ± 1.00", ""],
@@ -253,7 +255,7 @@ def test_reference_runs_that_used_the_whole_target_set_are_in_the_main_tables(tm
                     effective={"target_set_size": 500, "available_target_set_size": 50000}),
     ])
     rep = build_report(find_runs([tmp_path]))
-    assert next(t for t in rep.tables if t.title == "cifar10 -> cifar10 (lenet)").rows == [["10", "30.00 ± 0.00"]]
+    assert next(t for t in rep.tables if t.title == "cifar10 -> cifar10 (lenet)").text_rows() == [["10", "30.00 ± 0.00"]]
     sizes = next(t for t in rep.tables if t.title.startswith("Target-set size"))
     assert [r[0] for r in sizes.rows] == ["500"]
 

@@ -43,7 +43,7 @@ def _env() -> dict:
 def test_plan_builds_the_run_command_and_refuses_duplicate_names(tmp_path):
     paths = tiny_configs(tmp_path / "cfg", 2)
     jobs = sweep.plan(paths, tmp_path / "out", ["distill.epochs=1"], data_root="/data", device="cpu")
-    assert [j.name for j in jobs] == ["tiny0", "tiny1"]
+    assert [j.name for j in jobs] == ["tiny0_epochs=1", "tiny1_epochs=1"]  # named after the override
     cmd = jobs[0].command
     assert cmd[1:5] == ["-m", "labeldistill.cli", "run", paths[0]]
     assert "--resume" in cmd and cmd[cmd.index("--set") + 1] == "distill.epochs=1"

@@ -218,10 +218,11 @@ def test_cli_trains_a_model_from_pythonpath_in_ld_rr_and_the_baseline(tmp_path):
                      "--set", "evaluate.num_test_models=2", "--out", str(out), "--quiet"], tmp_path, code)
     assert done.returncode == 0, done.stderr
     for method in ("ld-rr", "baseline"):
-        result = json.loads((out / f"quickstart_{method}" / "result.json").read_text())
+        run = out / f"quickstart_arch=mymodule_make_net_epochs=2_num_test_models=2_{method}"
+        result = json.loads((run / "result.json").read_text())
         assert result["arch"] == "mymodule:make_net"
         assert result["test_accuracy_mean"] > 30  # 10 classes: it learned
-        card = json.loads((out / f"quickstart_{method}" / "distilled.json").read_text())
+        card = json.loads((run / "distilled.json").read_text())
         assert card["recipe"]["arch"] == "mymodule:make_net"
     # without the file on PYTHONPATH: one line that says what to do, exit code 2, no traceback
     bad = _run_cli(["run", "--set", "arch=mymodule:make_net", "--out", str(out)], tmp_path, tmp_path / "elsewhere")

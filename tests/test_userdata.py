@@ -287,7 +287,7 @@ def test_run_on_a_folder_of_mnist_pngs_and_the_same_npz(mnist_runs, monkeypatch)
     monkeypatch.chdir(mnist_runs)
     results = {}
     for name in ("digits", "same_digits.npz"):
-        run = mnist_runs / f"runs_{name}" / "quickstart_ld-rr"
+        run, = (mnist_runs / f"runs_{name}").glob("quickstart_*_ld-rr")  # named after the overrides
         result = json.loads((run / "result.json").read_text())
         card = json.loads((run / "distilled.json").read_text())
         assert result["target"] == name and card["target"] == name
@@ -303,7 +303,7 @@ def test_run_on_a_folder_of_mnist_pngs_and_the_same_npz(mnist_runs, monkeypatch)
     # the artifact evaluates again on the folder's own test split
     from labeldistill.artifact import evaluate_artifact, load_distilled
 
-    again = evaluate_artifact(load_distilled(mnist_runs / "runs_digits" / "quickstart_ld-rr"), num_models=1)
+    again = evaluate_artifact(load_distilled(next((mnist_runs / "runs_digits").glob("quickstart_*_ld-rr"))), num_models=1)
     assert again["target"] == "digits" and 0 <= again["test_accuracy_mean"] <= 100
 
 
@@ -313,5 +313,6 @@ def test_report_and_figures_of_a_folder_run(mnist_runs, monkeypatch):
     assert cli.main(["report", "runs_digits", "--out", "report"]) == 0
     assert "digits" in (mnist_runs / "report" / "report.md").read_text()
     # the labels figure draws the base images, read again from the folder
-    assert cli.main(["plot", "runs_digits/quickstart_ld-rr", "--out", "figures"]) == 0
+    run, = Path("runs_digits").glob("quickstart_*_ld-rr")
+    assert cli.main(["plot", str(run), "--out", "figures"]) == 0
     assert any("label" in p.name for p in (mnist_runs / "figures").rglob("*.png"))

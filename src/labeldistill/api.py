@@ -15,7 +15,7 @@ names or "package.module:factory" paths, or a factory callable.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -98,7 +98,10 @@ def distill(base: Any, target: Any = None, *, method: str = "ld-rr", arch: str |
         if value is not None:
             values[key] = value
     values.update(dict(overrides or {}))
-    cfg = config_mod.validate(config_mod.apply(cfg, values))
+    start, cfg = cfg, config_mod.validate(config_mod.apply(cfg, values))
+    if config is not None:  # a config's name follows what these arguments changed, as --set does
+        keys = {config_mod.resolve_key(k) for k in values}
+        cfg = replace(cfg, name=config_mod.override_name(start, cfg, keys))
     from .experiment import run_experiment
 
     result = run_experiment(cfg, out=str(out) if out is not None else None, device=device,

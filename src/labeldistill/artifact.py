@@ -28,8 +28,9 @@ from typing import Any
 
 import torch
 
-from .errors import DataError
+from .errors import ConfigError, DataError, RunFileError
 from .heads import RR_GRADIENTS
+from .runfiles import check_card
 
 FORMAT = "labeldistill-distilled-dataset"
 FORMAT_VERSION = 1
@@ -164,7 +165,10 @@ def export_run(run_dir: str | Path, root: str | None = None, device: str | torch
     if not rd.is_finished():
         raise DataError(f"{rd.path} holds no finished run (no result.json); finish or resume it first")
     result = rd.read_result()
-    cfg = config_mod.from_dict(rd.read_config())
+    try:
+        cfg = config_mod.from_dict(rd.read_config())
+    except ConfigError as exc:
+        raise RunFileError(f"{rd.path / 'config.json'}: {exc}") from None
     data = prepare(cfg, device, root=root)
     if data.base_indices.tolist() != list(result["base_indices"]):
         raise DataError(f"the base examples selected from the data under {root or 'the default data root'} differ "
@@ -275,13 +279,7 @@ def _read_card(card_path: Path) -> dict:
     if version != FORMAT_VERSION:
         raise DataError(f"{card_path} has format version {version!r}; this labeldistill reads version "
                         f"{FORMAT_VERSION}: upgrade labeldistill or re-export the artifact")
-    for key in ("kind", "method", "source", "target", "class_names", "image", "recipe", "tensors",
-                "tensor_file", "tensor_file_sha256", "num_examples", "num_classes"):
-        if key not in card:
-            raise DataError(f"card {card_path} lacks the field '{key}'; the file is incomplete or hand-edited")
-    missing = [k for k in RECIPE_KEYS + ("num_steps",) if k not in card["recipe"]]
-    if missing:
-        raise DataError(f"card {card_path} lacks recipe field(s) {', '.join(missing)}")
+    check_card(card, card_path)  # every field read below, of its kind
     if card["recipe"].get("rr_gradients", "detached") not in RR_GRADIENTS:
         raise DataError(f"card {card_path} has an unknown recipe rr_gradients "
                         f"{card['recipe']['rr_gradients']!r}; known: {', '.join(RR_GRADIENTS)}")

@@ -82,8 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def quickstart_config(overrides=()) -> config_mod.Config:
-    cfg = config_mod.apply(config_mod.Config(), QUICKSTART)
+    """The quickstart's settings with `overrides`, named 'quickstart' (plus the overrides that
+    change it, or the name given). A method override is applied before the others: each
+    run's name ends in its method (`quickstart_configs`), so the method is no override token."""
+    values = config_mod.parse_overrides(overrides)
+    method = {k: v for k, v in values.items() if config_mod.resolve_key(k) == "method"}
+    cfg = config_mod.apply(config_mod.Config(), {**QUICKSTART, "name": "quickstart", **method})
     return config_mod.with_overrides(config_mod.validate(cfg), overrides)
+
+
+def quickstart_configs(overrides=()) -> list[config_mod.Config]:
+    """One distillation method (ld-rr unless --set method=...) and the true-label baseline on the
+    same base examples, named NAME_METHOD (NAME: `quickstart_config`'s)."""
+    base = quickstart_config(overrides)
+    methods = [base.method] if base.is_baseline else [base.method, "baseline"]
+    return [config_mod.apply(base, {"method": m, "name": f"{base.name}_{m}"}) for m in methods]
 
 
 def _load(path: str | None, overrides) -> config_mod.Config:
@@ -94,6 +107,9 @@ def _load(path: str | None, overrides) -> config_mod.Config:
         if not saved.is_file():
             raise config_mod.ConfigError(f"{path} is a folder without config.json; give a config file or a run "
                                          "directory")
+        from .results import RunDir
+
+        RunDir(path).read_config()  # a config.json of the wrong shape is one line naming it
         return config_mod.load(saved, overrides)
     return config_mod.load(path, overrides)
 
@@ -162,13 +178,11 @@ def _summary_line(r: dict, out: str | None) -> str:
 
 def cmd_run(args) -> int:
     if args.config is None:
-        base = quickstart_config(args.overrides)
-        # The quickstart compares one distillation method (ld-rr unless --set method=...)
-        # with the true-label baseline on the same base examples.
-        methods = [base.method] if base.is_baseline else [base.method, "baseline"]
-        cfgs = [config_mod.apply(base, {"method": m, "name": f"quickstart_{m}"}) for m in methods]
+        cfgs = quickstart_configs(args.overrides)
+        base = cfgs[0]
         print(f"labeldistill quickstart: {base.data.num_base_examples} base examples from {base.data.source} "
-              f"(real MNIST digits embedded for offline use unless overridden), {' vs '.join(methods)}", flush=True)
+              f"(real MNIST digits embedded for offline use unless overridden), "
+              f"{' vs '.join(c.method for c in cfgs)}", flush=True)
     elif Path(args.config).is_dir():
         cfgs = [_run_dir_config(args)]
     else:

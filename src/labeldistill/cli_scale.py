@@ -39,6 +39,8 @@ def register(sub) -> dict:
     p.add_argument("--gpus", type=float, default=None, help="ray: GPUs per run (default: 1 when the cluster has GPUs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value in every config (repeatable)")
+    p.add_argument("--seeds", help="run every config once per seed, e.g. 0,1,2 or 0-4 (run names follow the "
+                   "seed; `report` aggregates the seeds)")
     p.add_argument("--data-root", help="folder with the datasets, passed to every run")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
@@ -88,12 +90,13 @@ def cmd_configs(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import LocalBackend, RayBackend, plan, run_sweep, threads_per_run
+    from .sweep import LocalBackend, RayBackend, parse_seeds, plan, run_sweep, threads_per_run
 
     for opt in ("workers", "threads"):
         if getattr(args, opt) is not None and getattr(args, opt) < 1:
             raise ConfigError(f"--{opt} must be at least 1, got {getattr(args, opt)}")
-    jobs = plan(args.configs, args.out, args.overrides, data_root=args.data_root, device=args.device)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    jobs = plan(args.configs, args.out, args.overrides, data_root=args.data_root, device=args.device, seeds=seeds)
     cores = os.cpu_count() or 1
     if args.backend == "local":
         workers = args.workers or max(1, cores // 2)
@@ -105,12 +108,14 @@ def cmd_sweep(args) -> int:
         backend = RayBackend(args.address, cpus=threads, gpus=args.gpus, num_cpus=args.workers)
         how = f"ray ({args.address or 'local instance'}), {threads} CPU(s) per run"
     states = [j.status() for j in jobs]
+    conflicts = f", {states.count('conflict')} in conflict" if "conflict" in states else ""
     print(f"sweep: {len(jobs)} runs ({states.count('done')} completed and skipped, "
-          f"{states.count('partial')} to resume, {states.count('new')} new) -> {args.out} [{how}]", flush=True)
+          f"{states.count('partial')} to resume, {states.count('new')} new{conflicts}) -> {args.out} [{how}]",
+          flush=True)
     if args.dry_run:
         for job, state in zip(jobs, states):
-            print(f"{state:<8} {job.name}: {job.command_line}")
-        return 0
+            print(f"{state:<8} {job.name}: {job.conflict() if state == 'conflict' else job.command_line}")
+        return 1 if "conflict" in states else 0
     import signal
 
     def _terminate(signum, frame):  # `kill SWEEP_PID`: stop the children too, like Ctrl-C
@@ -127,6 +132,9 @@ def cmd_sweep(args) -> int:
     done, skipped, failed = report.by("done"), report.by("skipped"), report.failed
     print(f"sweep: {len(done)} finished, {len(skipped)} skipped (already complete), {len(failed)} failed")
     for o in failed:
+        if o.status == "conflict":
+            print(f"CONFLICT {o.job.name}: {o.message}")
+            continue
         print(f"FAILED {o.job.name} (exit {o.returncode}): {o.message}\n  log: {o.job.log_path}\n"
               f"  re-run: {o.job.command_line}")
     return 1 if failed else 0
@@ -138,11 +146,26 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def cmd_report(args) -> int:
-    from .report import build_report, find_runs, write_report
+def _scan(paths):
+    """Finished runs under `paths`; malformed ones are skipped with a warning and unfinished ones
+    counted, on stderr, once there is something to report (else one error line)."""
+    from .report import scan_runs
 
-    runs = find_runs(args.runs)
-    report = build_report(runs)
+    scan = scan_runs(paths)
+    runs = scan.require()
+    for why in scan.skipped:
+        print(f"labeldistill: warning: skipped {why}", file=sys.stderr)
+    return runs, scan.unfinished
+
+
+def cmd_report(args) -> int:
+    from .report import build_report, write_report
+
+    runs, unfinished = _scan(args.runs)
+    report = build_report(runs, unfinished)
+    if unfinished:
+        print(f"labeldistill: note: {len(unfinished)} unfinished run(s) (no result.json yet) are listed under "
+              "'Unfinished runs'", file=sys.stderr)
     if args.out:
         paths = write_report(report, args.out)
         print(f"report of {len(runs)} runs: " + ", ".join(str(p) for p in paths))
@@ -153,15 +176,16 @@ def cmd_report(args) -> int:
 
 def cmd_plot(args) -> int:
     from .plots import plot_runs
-    from .report import find_runs
 
-    runs = find_runs(args.runs)
     if args.max_images < 1:
         raise ConfigError(f"--max-images must be at least 1, got {args.max_images}")
+    runs, unfinished = _scan(args.runs)
     paths, notes = plot_runs(runs, args.out, data_root=args.data_root, max_images=args.max_images)
     print(f"wrote {len(paths)} figures to {args.out}")
     for p in paths:
         print(f"  {p}")
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
+    for path in unfinished:
+        print(f"note: unfinished run, not drawn (no result.json yet): {path}", file=sys.stderr)
     return 0

@@ -547,8 +547,97 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
 
 
 def with_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
+    """`cfg` with `key=value` overrides, renamed after those that change the experiment
+    (`override_name`), so that a run with other settings never shares a run folder."""
     values = parse_overrides(overrides)
-    return validate(apply(cfg, values)) if values else cfg
+    if not values:
+        return cfg
+    changed = validate(apply(cfg, values))
+    keys = {resolve_key(k) for k in values}
+    return dataclasses.replace(changed, name=override_name(cfg, changed, keys))
+
+
+# ---------------------------------------------------------------------------
+# run names that follow the experiment
+
+# Keys that do not change what a run computes, so an override of them keeps the run's name
+# and a finished run with another value of them is the same experiment:
+# - name: names the run (`--set name=X` names it X exactly);
+# - device: where it runs (the CLI's --device is not part of the name either);
+# - distill.checkpoint_every: how often state is saved; a resume continues bit for bit;
+# - data.root, data.download: where the dataset's files are and whether they may be fetched,
+#   not which dataset (like --data-root);
+# - evaluate.batch_size: read by no computation (evaluation minibatches are the inner batch size).
+NEUTRAL_KEYS = frozenset({"name", "device", "distill.checkpoint_every", "data.root", "data.download",
+                          "evaluate.batch_size"})
+# Keys the automatic name (`Config.run_name` without a name) already spells out.
+_AUTO_NAME_KEYS = frozenset({"method", "seed", "data.source", "data.target", "data.num_base_examples"})
+# A name ending in the paper's seed part (`..._0s`) gets that part replaced.
+_SEED_SUFFIX = re.compile(r"_\d+s$")
+MAX_NAME_LENGTH = 120
+
+
+def experiment_dict(cfg: Config) -> dict[str, Any]:
+    """`effective_dict` without the neutral keys: equal exactly when two configs run the same experiment."""
+    flat = _flatten(effective_dict(cfg))
+    return {k: v for k, v in flat.items() if k not in NEUTRAL_KEYS}
+
+
+def _name_value(key: str, value: Any) -> str:
+    """A value as it appears in a run name: paths as their file or folder name, one safe word."""
+    from .userdata import short_name
+
+    if isinstance(value, (list, tuple)):
+        return ",".join(_name_value(key, v) for v in value) or "none"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        text = repr(value)  # shortest text that reads back as the same number
+        return text[:-2] if text.endswith(".0") else text
+    text = short_name(str(value)) if key in ("data.source", "data.target") else str(value)
+    return re.sub(r"[^A-Za-z0-9.,=+-]+", "_", text).strip("._") or "_"
+
+
+def _name_key(key: str) -> str:
+    """The leaf name where it is unique (`lr`), else the dotted key (`evaluate.batch_size`)."""
+    leaf = key.rsplit(".", 1)[-1]
+    return leaf if list(_all_keys().values()).count(leaf) == 1 else key
+
+
+def override_name(before: Config, after: Config, keys: Iterable[str]) -> str:
+    """The name of `after`, made from `before` by overriding the dotted `keys`.
+
+    An explicit `name` override is taken as it is. Otherwise every overridden key whose
+    effective value changed, neutral keys aside, is added as `key=value` (sorted, so the
+    order of the overrides does not matter), after a name that already ends in the
+    paper's seed part has had that part replaced. An automatic name keeps following its
+    own pattern. A name longer than MAX_NAME_LENGTH keeps its start and ends in a hash of
+    the whole.
+    """
+    keys = set(keys)
+    if "name" in keys:
+        return after.name
+    old, new = experiment_dict(before), experiment_dict(after)
+    changed = sorted(k for k in keys - NEUTRAL_KEYS if old.get(k) != new.get(k))
+    name = before.name
+    if not name:  # the automatic name already says the method, data, base examples and seed
+        changed = [k for k in changed if k not in _AUTO_NAME_KEYS]
+        if not changed:
+            return ""
+        name = after.run_name
+    elif "seed" in changed and _SEED_SUFFIX.search(name):
+        name = _SEED_SUFFIX.sub(f"_{after.seed}s", name)
+        changed.remove("seed")
+    tokens = sorted(f"{_name_key(k)}={_name_value(k, new[k])}" for k in changed)
+    full = "_".join([name, *tokens])
+    if len(full) <= MAX_NAME_LENGTH:
+        return full
+    import hashlib
+
+    digest = hashlib.sha256(full.encode()).hexdigest()[:10]
+    return f"{full[:MAX_NAME_LENGTH - len(digest) - 1]}_{digest}"
 
 
 def validate(cfg: Config) -> Config:

@@ -53,3 +53,11 @@ class Interrupted(LabelDistillError):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+class RunFileError(RunError, DataError):
+    """A run file (result, config, metrics log, artifact card) that parses but has the wrong shape.
+
+    A RunError, since the run cannot be read or continued; also a DataError, since the artifact's
+    card, read by `load_distilled`, has always raised DataError for a damaged file.
+    """

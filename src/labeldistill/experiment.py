@@ -556,9 +556,10 @@ def _prepare_run_dir(run_dir: RunDir, cfg: Config, resume: bool, overwrite: bool
     if overwrite:
         return None
     if run_dir.is_finished():
+        _same_config(run_dir.read_config(), cfg, run_dir, "finished run")
         if not resume:
-            raise RunError(f"{run_dir.path} holds a finished run; choose another --out or name, or pass --overwrite")
-        _same_config(run_dir.read_config(), cfg, run_dir, "run")
+            raise RunError(f"{run_dir.path} holds a finished run of this config; pass --resume to report its result, "
+                           "run it again beside it with another --out or --set name=..., or pass --overwrite")
         return _FINISHED
     if not (run_dir.path / "config.json").exists():
         return None
@@ -620,12 +621,13 @@ def _check_same_data(checkpoint: dict, data: TaskData, run_dir: RunDir) -> None:
 def _same_config(saved: dict, cfg: Config, run_dir: RunDir, what: str) -> None:
     """The saved config must run the same experiment as `cfg`: equal as written, or equal once
     defaults are resolved (a run saved with `epochs: 400` continues under a config that leaves
-    the reference's 400 to the default, and the other way round)."""
+    the reference's 400 to the default, and the other way round) and the keys that do not
+    change results (`config.NEUTRAL_KEYS`: device, checkpoint frequency...) are set aside."""
     resolved = config_mod.to_dict(cfg)
     if saved == resolved:
         return
     try:
-        if config_mod.effective_dict(config_mod.from_dict(saved)) == config_mod.effective_dict(cfg):
+        if config_mod.experiment_dict(config_mod.from_dict(saved)) == config_mod.experiment_dict(cfg):
             return
     except LabelDistillError:  # saved by a version with other keys: report the keys that differ
         pass
@@ -633,10 +635,13 @@ def _same_config(saved: dict, cfg: Config, run_dir: RunDir, what: str) -> None:
     # An option added in a later version is absent from older runs' configs: while it
     # keeps its default it is no difference (the older run used that default too).
     defaults = _flat(config_mod.to_dict(Config()))
-    changed = sorted(k for k in fs.keys() | fr.keys() if fs.get(k) != fr.get(k)
+    changed = sorted(k for k in fs.keys() | fr.keys() if fs.get(k) != fr.get(k) and k not in config_mod.NEUTRAL_KEYS
                      and not (k not in fs and k in defaults and fr[k] == defaults[k]))
+    if not changed:  # only keys that change no result differ
+        return
     raise RunError(f"the {what} in {run_dir.path} is from a different config (differs in: {', '.join(changed)}); "
-                   "resume with the same config, use another --out, or pass --overwrite to start again")
+                   "run this config under another name (--set name=...) or --out, or resume with that run's config "
+                   "(--overwrite would delete it)")
 
 
 def _check_writable(path) -> None:

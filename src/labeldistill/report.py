@@ -4,13 +4,17 @@
   the baselines alongside. A cell is the mean +- std of the 20 test models of
   one run; when the same setting was run with several seeds, it is the mean
   +- std over the seeds' mean accuracies (marked with the number of seeds).
-- Analyses get their own tables: seeds, target-set size, number of steps,
+- Seeds: runs that differ only in their seed, one row each: every seed's mean,
+  the mean +- std over the seeds' means, the mean per-model std, the number of seeds.
+- Analyses get their own tables: target-set size, number of steps,
   architecture transfer, optimiser flexibility (optimiser x step count, with
   the true-label baseline under the same learners).
 
-`build_report(runs)` returns a `Report` (tables); `write_report` writes
-report.md, one CSV per table and runs.csv (one machine-readable row per run and
-measured setting).
+`scan_runs(paths)` finds finished runs, the malformed ones it left out and the
+unfinished ones; `build_report(runs)` returns a `Report` (tables whose cells are
+numbers and `Stat`s); `write_report` writes report.md, one CSV per table (a
+mean and a std column for each accuracy column) and runs.csv (one
+machine-readable row per run and measured setting).
 """
 from __future__ import annotations
 
@@ -18,14 +22,15 @@ import csv
 import io
 import math
 import re
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from .config import default_epochs
+from .config import NEUTRAL_KEYS, default_epochs
 from .errors import RunError
-from .results import RESULT_FILE, read_json
+from .results import CONFIG_FILE, RESULT_FILE, RunDir
 
 METHOD_ORDER = ("ld-rr", "ld-or2", "dd-rr", "dd-or2", "label-solve", "baseline-kd", "baseline", "baseline-ls")
 METHOD_TITLES = {"ld-rr": "LD RR", "ld-or2": "LD or2", "dd-rr": "DD RR (images)", "dd-or2": "DD or2 (images)",
@@ -105,23 +110,63 @@ class Run:
         return method_variant(self.result)
 
 
-def find_runs(paths: Iterable[str | Path]) -> list[Run]:
-    """Finished runs (directories with result.json) at or below each path."""
-    runs, seen = [], set()
-    for p in paths:
-        p = Path(p)
+@dataclass
+class RunScan:
+    """What `scan_runs` found: finished runs, malformed ones left out (one line each, naming
+    the file) and unfinished ones (config.json, no result.json yet)."""
+
+    paths: list[Path]
+    runs: list[Run] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    unfinished: list[Path] = field(default_factory=list)
+
+    def require(self) -> list[Run]:
+        """The finished runs, or one error line when there is none to report."""
+        if self.runs:
+            return self.runs
+        if self.skipped:
+            more = f" (and {len(self.skipped) - 1} more malformed runs)" if len(self.skipped) > 1 else ""
+            raise RunError(self.skipped[0] + more)
+        unfinished = f" ({len(self.unfinished)} unfinished)" if self.unfinished else ""
+        raise RunError(f"no finished runs (result.json) under {', '.join(map(str, self.paths))}{unfinished}; "
+                       "run `labeldistill run` or `labeldistill sweep` first")
+
+
+def _at_or_below(p: Path, name: str) -> list[Path]:
+    return [p / name] if (p / name).is_file() else sorted(p.rglob(name))
+
+
+def scan_runs(paths: Iterable[str | Path]) -> RunScan:
+    """Run directories at or below each path; each result.json is checked on read
+    (`runfiles.check_result`), and a malformed one is left out with the reason."""
+    scan = RunScan([Path(p) for p in paths])
+    seen = set()
+    for p in scan.paths:
         if not p.exists():
             raise RunError(f"no such run directory: {p}")
-        files = [p / RESULT_FILE] if (p / RESULT_FILE).is_file() else sorted(p.rglob(RESULT_FILE))
-        for f in files:
+        for f in _at_or_below(p, RESULT_FILE):
             key = f.resolve()
-            if key not in seen:
-                seen.add(key)
-                runs.append(Run(f.parent, read_json(f), f.stat().st_mtime))
-    if not runs:
-        raise RunError(f"no finished runs (result.json) under {', '.join(map(str, paths))}; "
-                       "run `labeldistill run` or `labeldistill sweep` first")
-    return runs
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                scan.runs.append(Run(f.parent, RunDir(f.parent).read_result(), f.stat().st_mtime))
+            except (RunError, OSError) as exc:
+                scan.skipped.append(str(exc))
+        for f in _at_or_below(p, CONFIG_FILE):
+            if not (f.parent / RESULT_FILE).exists() and f.parent.resolve() not in seen:
+                seen.add(f.parent.resolve())
+                scan.unfinished.append(f.parent)
+    return scan
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """Finished runs (directories with result.json) at or below each path; a malformed
+    run is left out with a warning (`scan_runs` says which and why)."""
+    scan = scan_runs(paths)
+    for why in scan.skipped:
+        warnings.warn(f"skipped a malformed run: {why}", stacklevel=2)
+    return scan.require()
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -138,22 +183,56 @@ def fmt(mean: float, std: float, note: str = "") -> str:
     return f"{mean:.2f} ± {std:.2f}{note}"
 
 
-def fmt_summary(summary: dict | None) -> str:
+@dataclass(frozen=True)
+class Stat:
+    """A test accuracy cell: mean +- std over a run's models, or over `seeds` seeds' means.
+    Markdown shows "95.48 ± 0.31 (3 seeds)"; a CSV gives mean, std (and seeds) columns."""
+
+    mean: float
+    std: float
+    seeds: int = 1
+    note: str = ""  # shown after the value in markdown, its own column in a CSV (e.g. "lr 0.01")
+
+    def __str__(self) -> str:
+        notes = [f"{self.seeds} seeds"] * (self.seeds > 1) + [self.note] * bool(self.note)
+        return fmt(self.mean, self.std, "".join(f" ({n})" for n in notes))
+
+
+Cell = Any  # str, int, float, Stat, or None (empty)
+
+
+def fmt_summary(summary: dict | None) -> Stat | str:
     if not summary:
         return ""
-    return fmt(summary["test_accuracy_mean"], summary["test_accuracy_std"])
+    return Stat(summary["test_accuracy_mean"], summary["test_accuracy_std"])
+
+
+def _text(cell: Cell) -> str:
+    if cell is None:
+        return ""
+    if isinstance(cell, float):
+        return f"{cell:.2f}"
+    return str(cell)
+
+
+def _number(value: float) -> float:
+    return round(value, 6)  # CSV: numbers, without float noise in the last digits
 
 
 @dataclass
 class Table:
     title: str
     header: list[str]
-    rows: list[list[str]]
+    rows: list[list[Cell]]
     note: str = ""
 
     @property
     def slug(self) -> str:
         return re.sub(r"[^a-z0-9]+", "_", self.title.lower()).strip("_")
+
+    def text_rows(self) -> list[list[str]]:
+        """The rows as markdown shows them."""
+        return [[_text(c) for c in row] for row in self.rows]
 
     def markdown(self) -> str:
         lines = [f"### {self.title}", ""]
@@ -161,14 +240,30 @@ class Table:
             lines += [self.note, ""]
         lines.append("| " + " | ".join(self.header) + " |")
         lines.append("|" + "---|" * len(self.header))
-        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        lines += ["| " + " | ".join(r) + " |" for r in self.text_rows()]
         return "\n".join(lines) + "\n"
 
     def csv(self) -> str:
+        """Numbers only: an accuracy column becomes `<column> mean` and `<column> std` (and
+        `<column> seeds` where a cell aggregates seeds, `<column> note` where one has a note)."""
+        parts = []  # per column: (header, cell -> value) pairs
+        for j, h in enumerate(self.header):
+            stats = [row[j] for row in self.rows if isinstance(row[j], Stat)]
+            if not stats:
+                parts.append([(h, lambda c: "" if c is None else (_number(c) if isinstance(c, float) else c))])
+                continue
+            cols = [(f"{h} mean", lambda c: _number(c.mean)), (f"{h} std", lambda c: _number(c.std))]
+            if any(s.seeds > 1 for s in stats):
+                cols.append((f"{h} seeds", lambda c: c.seeds))
+            if any(s.note for s in stats):
+                cols.append((f"{h} note", lambda c: c.note))
+            parts.append(cols)
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(self.header)
-        w.writerows(self.rows)
+        w.writerow([name for cols in parts for name, _ in cols])
+        for row in self.rows:
+            w.writerow([get(c) if isinstance(c, Stat) or len(cols) == 1 else ""
+                        for c, cols in zip(row, parts) for _, get in cols])
         return buf.getvalue()
 
 
@@ -177,13 +272,15 @@ class Report:
     sections: list[tuple[str, list[Table]]] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
     num_runs: int = 0
+    num_unfinished: int = 0
 
     @property
     def tables(self) -> list[Table]:
         return [t for _, ts in self.sections for t in ts]
 
     def markdown(self) -> str:
-        out = [f"# labeldistill report ({self.num_runs} runs)", "",
+        unfinished = f", {self.num_unfinished} unfinished" if self.num_unfinished else ""
+        out = [f"# labeldistill report ({self.num_runs} runs{unfinished})", "",
                "Test accuracy % (mean ± std over the test models of a run; over seeds where marked).", ""]
         for heading, tables in self.sections:
             if tables:
@@ -234,11 +331,13 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _same_config(a: Run, b: Run) -> bool:
-    """Equal configs apart from the name; a key only one of them has (an option
-    added in a later version, so the older run used its default) is not compared."""
+def _same_config(a: Run, b: Run, ignore: Iterable[str] = ()) -> bool:
+    """Equal configs apart from the name, the keys that change no result and `ignore`; a key
+    only one of them has (an option added in a later version, so the older run used its
+    default) is not compared."""
     fa, fb = (_flat(r.result.get("config") or {}) for r in (a, b))
-    return all(fa[k] == fb[k] for k in fa.keys() & fb.keys() if k != "name")
+    skip = {"name", *NEUTRAL_KEYS, *ignore}
+    return all(fa[k] == fb[k] for k in fa.keys() & fb.keys() if k not in skip)
 
 
 def _cell_key(r: Run) -> tuple:
@@ -246,13 +345,18 @@ def _cell_key(r: Run) -> tuple:
     return (r.pair, r["arch"], r["num_base_examples"], r.method, r.target_set_size)
 
 
-def cell_summary(runs: list[Run]) -> tuple[float, float, int]:
-    """(mean, std, number of seeds) of one cell: one run, its models' mean +- std;
-    several seeds, mean +- std of the seeds' means. `runs` come newest first, so
-    a repeated run counts once, as its newest."""
-    by_seed = {}
+def _by_seed(runs: list[Run]) -> dict[int, Run]:
+    """One run per seed: `runs` come newest first, so a repeated run counts once, as its newest."""
+    by_seed: dict[int, Run] = {}
     for r in runs:
         by_seed.setdefault(r["seed"], r)
+    return by_seed
+
+
+def cell_summary(runs: list[Run]) -> tuple[float, float, int]:
+    """(mean, std, number of seeds) of one cell: one run, its models' mean +- std;
+    several seeds, mean +- std of the seeds' means."""
+    by_seed = _by_seed(runs)
     if len(by_seed) == 1:
         r = next(iter(by_seed.values()))
         return r["test_accuracy_mean"], r["test_accuracy_std"], 1
@@ -260,11 +364,10 @@ def cell_summary(runs: list[Run]) -> tuple[float, float, int]:
     return m, s, len(by_seed)
 
 
-def _cell(runs: list[Run]) -> str:
+def _cell(runs: list[Run]) -> Stat | str:
     if not runs:
         return ""
-    m, s, seeds = cell_summary(runs)
-    return fmt(m, s, f" ({seeds} seeds)" if seeds > 1 else "")
+    return Stat(*cell_summary(runs))
 
 
 def main_groups(runs: list[Run]) -> list[tuple[tuple[str, str], list[Run]]]:
@@ -297,23 +400,39 @@ def _main_tables(runs: list[Run]) -> list[Table]:
     return tables
 
 
-def _seed_tables(runs: list[Run]) -> list[Table]:
-    groups = defaultdict(dict)
+def seed_groups(runs: list[Run]) -> list[list[Run]]:
+    """Runs that differ only in their seed (and name, and settings that change no result),
+    grouped; newest-first `runs` keep that order within each group."""
+    groups: list[list[Run]] = []
     for r in runs:
-        groups[_cell_key(r)].setdefault(r["seed"], r)
-    multi = {k: v for k, v in groups.items() if len(v) > 1}
+        for g in groups:
+            if _cell_key(g[0]) == _cell_key(r) and _same_config(g[0], r, ignore=("seed",)):
+                g.append(r)
+                break
+        else:
+            groups.append([r])
+    return groups
+
+
+def _seed_tables(runs: list[Run]) -> list[Table]:
+    multi = [_by_seed(g) for g in seed_groups(runs)]
+    multi = [g for g in multi if len(g) > 1]
     if not multi:
         return []
-    seeds = sorted({s for v in multi.values() for s in v})
+    seeds = sorted({s for g in multi for s in g})
     rows = []
-    for (pair, arch, n, method, tss), by_seed in sorted(multi.items(), key=lambda kv: str(kv[0])):
-        m, s = mean_std([r["test_accuracy_mean"] for r in by_seed.values()])
-        rows.append([pair, str(n), method_title(method)]
-                    + [f"{by_seed[sd]['test_accuracy_mean']:.2f}" if sd in by_seed else "" for sd in seeds]
-                    + [fmt(m, s)])
+    for by_seed in sorted(multi, key=lambda g: str(_cell_key(next(iter(g.values()))))):
+        first = next(iter(by_seed.values()))
+        means = [r["test_accuracy_mean"] for r in by_seed.values()]
+        model_std, _ = mean_std([r["test_accuracy_std"] for r in by_seed.values()])
+        rows.append([first.pair, first["num_base_examples"], method_title(first.method)]
+                    + [by_seed[sd]["test_accuracy_mean"] if sd in by_seed else None for sd in seeds]
+                    + [Stat(*mean_std(means)), model_std, len(by_seed)])
     return [Table("Seeds", ["pair", "base examples", "method"] + [f"seed {s}" for s in seeds]
-                  + ["mean ± std over seeds"], rows,
-                  note="Each seed's value is the mean over its test models.")]
+                  + ["accuracy over seeds", "mean per-model std", "seeds"], rows,
+                  note="Runs that differ only in their seed. Each seed's value is the mean over its test "
+                       "models; accuracy over seeds is the mean ± std of these means, next to the mean of the "
+                       "runs' own std over their test models.")]
 
 
 def _repeat_tables(runs: list[Run]) -> list[Table]:
@@ -324,17 +443,19 @@ def _repeat_tables(runs: list[Run]) -> list[Table]:
     rows = []
     for (pair, arch, n, method, tss, seed), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
         if len(rs) > 1:
-            shown, *others = rs
-            rows.append([pair, arch, str(n), "" if tss is None else str(tss), method_title(method),
-                         str(seed), f"{fmt(shown['test_accuracy_mean'], shown['test_accuracy_std'])} ({shown.path})",
-                         "; ".join(f"{fmt(r['test_accuracy_mean'], r['test_accuracy_std'])} ({r.path})"
-                                   + ("" if _same_config(r, shown) else " [different config]") for r in others)])
+            shown = rs[0]
+            for r in rs:
+                rows.append([pair, arch, n, tss, method_title(method), seed,
+                             "shown (newest)" if r is shown else "also found",
+                             Stat(r["test_accuracy_mean"], r["test_accuracy_std"]),
+                             "" if _same_config(r, shown) else "different", str(r.path)])
     if not rows:
         return []
     return [Table("Repeated runs", ["pair", "arch", "base examples", "target-set size", "method", "seed",
-                                    "shown (newest)", "also found"], rows,
+                                    "run", "test accuracy", "config", "path"], rows,
                   note="The same setting and seed finished more than once; the tables show the newest "
-                       "(runs.csv lists all). [different config]: that run's config differs beyond its name.")]
+                       "(runs.csv lists all). different: that run's config differs from the one shown beyond "
+                       "its name.")]
 
 
 def _target_set_tables(runs: list[Run]) -> list[Table]:
@@ -402,12 +523,12 @@ def _optimizer_tables(runs: list[Run]) -> list[Table]:
     for r in sorted(rs, key=key):
         t = r["optimizer_transfer"]
         rows.append([r.pair, str(r["num_base_examples"]), method_title(r.method), str(r["seed"]),
-                     fmt(r["test_accuracy_mean"], r["test_accuracy_std"])]
+                     Stat(r["test_accuracy_mean"], r["test_accuracy_std"])]
                     + [fmt_summary(t.get(o)) for o in opts])
     for row, r in zip(rows, sorted(rs, key=key)):  # runs that disagree on a rate carry it in their cells
         for j, o in enumerate(opts):
             if len(lrs[o]) > 1 and row[5 + j]:
-                row[5 + j] += f" (lr {r['optimizer_transfer'][o]['lr']:g})"
+                row[5 + j] = Stat(row[5 + j].mean, row[5 + j].std, note=f"lr {r['optimizer_transfer'][o]['lr']:g}")
     header = ["pair", "base examples", "method", "seed", "as learned"] + [
         OPTIMIZER_TITLES.get(o, o) + (f" (lr {next(iter(lrs[o])):g})" if len(lrs[o]) == 1 else "")
         for o in opts]
@@ -423,10 +544,10 @@ def _optimizer_tables(runs: list[Run]) -> list[Table]:
             for o in opts:
                 a = r["optimizer_transfer"].get(o, {}).get("num_steps_analysis")
                 if a:
-                    rows.append([r.pair, str(r["num_base_examples"]), method_title(r.method),
+                    rows.append([r.pair, str(r["num_base_examples"]), method_title(r.method), str(r["seed"]),
                                  OPTIMIZER_TITLES.get(o, o), str(r["num_steps"])]
                                 + [fmt_summary(a.get(off)) for off in offsets])
-        tables.append(Table("Optimiser x number of steps", ["pair", "base examples", "method", "optimiser",
+        tables.append(Table("Optimiser x number of steps", ["pair", "base examples", "method", "seed", "optimiser",
                                                             "best steps"] + [_offset_title(o) for o in offsets],
                             rows, note="Each optimiser's test models evaluated at the best number of steps "
                                        "(chosen with the default learner) plus each offset."))
@@ -468,6 +589,7 @@ def _comparison_tables(runs: list[Run]) -> list[Table]:
     if len({(p, a) for p, a, _ in columns}) < 2:
         return []  # one dataset pair: its main table already says it all
     timed = next((c for c in columns if c[2] == 100), None)
+    column = lambda c: f"{c[0]} {c[2]} ({c[1]})"  # noqa: E731 - a setting's column header
     rows = []
     for m in _methods(rs):
         row = [method_title(m)]
@@ -478,17 +600,27 @@ def _comparison_tables(runs: list[Run]) -> list[Table]:
             cell = newest_per_setting([r for r in rs if r.method == m and
                                        (r.pair, r["arch"], r["num_base_examples"]) == timed])
             secs = [r["train_seconds"] + r["test_seconds"] for r in cell if "train_seconds" in r.result]
-            row.append(f"{sum(secs) / len(secs):.0f}" if secs else "")
+            row.append(round(sum(secs) / len(secs)) if secs else None)
         rows.append(row)
-    header = ["method"] + [f"{p} {n} ({a})" for p, a, n in columns]
-    if timed is not None:
-        header.append(f"seconds, {timed[0]} {timed[2]}")
+    header = ["method"] + [column(c) for c in columns]
+    if timed is not None:  # the column whose runs were timed, by its header
+        header.append(f"seconds (labels + test) for {column(timed)}")
     return [Table("Methods compared", header, rows)]
 
 
-def build_report(runs: Sequence[Run]) -> Report:
+def _unfinished_tables(unfinished: Sequence[Path]) -> list[Table]:
+    if not unfinished:
+        return []
+    rows = [[Path(p).name, str(p)] for p in unfinished]
+    return [Table("Unfinished runs", ["run", "path"], rows,
+                  note="Started (config.json) but without a result yet: running, stopped or failed; "
+                       "`labeldistill run PATH --resume` continues one.")]
+
+
+def build_report(runs: Sequence[Run], unfinished: Sequence[Path] = ()) -> Report:
+    """The tables of finished `runs`, and a list of the `unfinished` run directories."""
     runs = newest_first(runs)  # repeats show their newest run
-    rep = Report(num_runs=len(runs))
+    rep = Report(num_runs=len(runs), num_unfinished=len(unfinished))
     rep.sections = [
         ("Methods compared", _comparison_tables(runs)),
         ("Test accuracy by dataset pair", _main_tables(runs)),
@@ -498,6 +630,7 @@ def build_report(runs: Sequence[Run]) -> Report:
         ("Architecture transfer", _arch_tables(runs)),
         ("Optimiser flexibility", _optimizer_tables(runs)),
         ("Repeated runs", _repeat_tables(runs)),
+        ("Unfinished runs", _unfinished_tables(unfinished)),
     ]
     rep.records = _records(runs)
     return rep

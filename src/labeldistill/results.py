@@ -149,7 +149,9 @@ class RunDir:
         atomic_write_json(self.path / CONFIG_FILE, config)
 
     def read_config(self) -> dict:
-        return read_json(self.path / CONFIG_FILE)
+        from .runfiles import check_config
+
+        return check_config(read_json(self.path / CONFIG_FILE), self.path / CONFIG_FILE)
 
     def log(self, record: dict) -> None:
         """Append one JSON line to the metrics log."""
@@ -162,7 +164,9 @@ class RunDir:
         atomic_write_json(self.result_path, result)
 
     def read_result(self) -> dict:
-        return read_json(self.result_path)
+        from .runfiles import check_result
+
+        return check_result(read_json(self.result_path), self.result_path)
 
     def trim_log(self, epoch: int) -> None:
         """Keep the log lines of a resumed run up to its checkpoint's `epoch`.
@@ -173,10 +177,12 @@ class RunDir:
         path = self.path / METRICS_FILE
         if not path.is_file():
             return
+        from .runfiles import check_metrics_record
+
         keep = []
-        for line in path.read_text(errors="replace").splitlines(keepends=True):
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(keepends=True), 1):
             try:
-                record = json.loads(line)
+                record = check_metrics_record(json.loads(line), path, number)
             except json.JSONDecodeError:
                 continue
             if isinstance(record, dict) and record.get("event") == "epoch" and (record.get("epoch") or 0) > epoch:

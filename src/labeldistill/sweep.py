@@ -22,6 +22,7 @@ stays inside one run, and the printed re-run command is the real one.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import config as config_mod
-from .errors import ConfigError, RunError
+from .errors import ConfigError, LabelDistillError, RunError
 from .results import RunDir
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -50,24 +51,39 @@ class Job:
     command: list[str]
     run_dir: RunDir
     log_path: Path
+    config: config_mod.Config | None = None  # the resolved config the run is asked for
 
     @property
     def command_line(self) -> str:
         return " ".join(shlex.quote(a) for a in self.command)
 
     def status(self) -> str:
-        """'done' (result.json), 'partial' (started, not finished) or 'new'."""
-        if self.run_dir.is_finished():
-            return "done"
-        if (self.run_dir.path / "config.json").is_file():
-            return "partial"
-        return "new"
+        """'done' (result.json of this config), 'partial' (started, not finished), 'new', or
+        'conflict' (the run folder holds another config's run: `conflict()` says how)."""
+        if not (self.run_dir.path / "config.json").is_file():
+            return "done" if self.run_dir.is_finished() else "new"
+        if self.conflict():
+            return "conflict"
+        return "done" if self.run_dir.is_finished() else "partial"
+
+    def conflict(self) -> str:
+        """Why the run folder cannot hold this job's run (another config, an unreadable
+        config.json), or '' when it can."""
+        from .experiment import _same_config
+
+        if self.config is None:
+            return ""
+        try:
+            _same_config(self.run_dir.read_config(), self.config, self.run_dir, "run")
+        except LabelDistillError as exc:
+            return str(exc)
+        return ""
 
 
 @dataclass
 class Outcome:
     job: Job
-    status: str  # 'done', 'skipped' or 'failed'
+    status: str  # 'done', 'skipped', 'failed' or 'conflict' (not started: its folder holds another run)
     seconds: float = 0.0
     returncode: int = 0
     message: str = ""
@@ -82,35 +98,65 @@ class SweepReport:
 
     @property
     def failed(self) -> list[Outcome]:
-        return self.by("failed")
+        """Runs that did not finish: those that failed and those not started for a conflict."""
+        return self.by("failed") + self.by("conflict")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2` (or a range `0-4`, or both: `0-2,7`): distinct seeds in the given order."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m or (m[2] is not None and int(m[2]) < int(m[1])):
+            raise ConfigError(f"--seeds takes whole numbers or ranges separated by commas, e.g. --seeds 0,1,2 "
+                              f"or 0-4; got '{text}'")
+        last = int(m[2]) if m[2] is not None else int(m[1])
+        seeds += [v for v in range(int(m[1]), last + 1) if v not in seeds]
+    return seeds
 
 
 def plan(configs: Sequence[str | Path], out: str | Path, overrides: Sequence[str] = (),
-         data_root: str | None = None, device: str | None = None, python: str | None = None) -> list[Job]:
-    """Load and validate every config first (a typo fails the sweep before any run starts)."""
+         data_root: str | None = None, device: str | None = None, python: str | None = None,
+         seeds: Sequence[int] | None = None) -> list[Job]:
+    """Load and validate every config first (a typo fails the sweep before any run starts).
+
+    With `seeds`, every config runs once per seed (`--set seed=S` after the other
+    overrides); the run names follow the seed like any other override's.
+    """
     if not configs:
         raise ConfigError("no config files given; e.g. labeldistill sweep configs/paper/within_mnist/*.yaml")
+    if seeds is not None and any(config_mod.resolve_key(k) == "seed"
+                                 for k in config_mod.parse_overrides(overrides)):
+        raise ConfigError("--seeds and --set seed=... contradict each other; give the seeds with --seeds only")
+    per_seed = [[f"seed={s}"] for s in seeds] if seeds is not None else [[]]
     out = Path(out)
     jobs: list[Job] = []
     seen: dict[str, Path] = {}
     for path in configs:
         path = Path(path)
-        cfg = config_mod.load(path, overrides)
-        name = cfg.run_name
-        if name in seen:
-            raise ConfigError(f"{path} and {seen[name]} both give the run name '{name}'; give one of them "
-                              "another `name` so that their run directories differ")
-        seen[name] = path
-        cmd = [python or sys.executable, "-m", "labeldistill.cli", "run", str(path), "--out", str(out),
-               "--resume", "--quiet"]
-        for item in overrides:
-            cmd += ["--set", item]
-        if data_root:
-            cmd += ["--data-root", str(data_root)]
-        if device:
-            cmd += ["--device", device]
-        jobs.append(Job(path, name, cmd, RunDir.under(out, name), out / LOG_DIR / f"{name}.log"))
+        for seed_override in per_seed:
+            items = [*overrides, *seed_override]
+            jobs.append(_job(path, items, out, seen, data_root, device, python))
     return jobs
+
+
+def _job(path: Path, overrides: Sequence[str], out: Path, seen: dict[str, Path], data_root: str | None,
+         device: str | None, python: str | None) -> Job:
+    cfg = config_mod.load(path, overrides)
+    name = cfg.run_name
+    if name in seen:
+        raise ConfigError(f"{path} and {seen[name]} both give the run name '{name}'; give one of them "
+                          "another `name` so that their run directories differ")
+    seen[name] = path
+    cmd = [python or sys.executable, "-m", "labeldistill.cli", "run", str(path), "--out", str(out),
+           "--resume", "--quiet"]
+    for item in overrides:
+        cmd += ["--set", item]
+    if data_root:
+        cmd += ["--data-root", str(data_root)]
+    if device:
+        cmd += ["--device", device]
+    return Job(path, name, cmd, RunDir.under(out, name), out / LOG_DIR / f"{name}.log", cfg)
 
 
 def threads_per_run(workers: int, cores: int | None = None) -> int:
@@ -288,12 +334,15 @@ def run_sweep(jobs: Sequence[Job], backend, progress: bool = True,
     todo = []
     for job in jobs:
         busy = job.run_dir.holder()
+        state = None if busy else job.status()
         if busy:  # e.g. an orphaned run of a killed sweep: never run beside it (its own `run` would refuse too)
             job.log_path.parent.mkdir(parents=True, exist_ok=True)
             job.log_path.write_text(f"not started: {busy}\n")  # the log the summary points to
             report.outcomes.append(Outcome(job, "failed", 0.0, 2, busy))
-        elif job.status() == "done":
+        elif state == "done":
             report.outcomes.append(Outcome(job, "skipped"))
+        elif state == "conflict":  # never run over, nor counted as done: the user decides
+            report.outcomes.append(Outcome(job, "conflict", returncode=2, message=job.conflict()))
         else:
             todo.append(job)
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="sweep", unit="run",
