@@ -10,7 +10,6 @@ import copy
 import math
 import time
 from dataclasses import replace
-from typing import Callable
 
 import torch
 
@@ -26,11 +25,11 @@ from .meta.or2 import SecondOrder
 from .meta.reset import ResetTracker
 from .meta.rr import RidgeRegression
 from .models import default_arch
+from .progress import (ANALYSES, DISTILLING, INITIAL_LABELS, LOADING, TESTING, Meter, Progress, as_callback,
+                       meter_callback)
 from .results import RunDir
 from .seeding import derive_seed, generator
 from .signals import StopGuard, stop_guard
-
-Progress = Callable[[str, dict], None]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -89,12 +88,16 @@ class Experiment:
         """20 fresh models (and the configured analyses) on the test set."""
         cfg, data = self.cfg, self.data
         seeds = self._seeds("test", count=cfg.evaluate.num_test_models)
+        m = len(seeds)
         out: dict = {}
         eval_steps = [num_steps]
         if cfg.evaluate.num_steps_analysis:
             eval_steps += [num_steps + o for o in cfg.evaluate.step_offsets if num_steps + o > 0]
-        res = train_and_evaluate(self.recipe, images, labels, seeds, num_steps, data.test_x, data.test_y,
-                                 eval_steps=eval_steps)
+        longest = max(eval_steps)  # the models train this long; the shorter counts are measured on the way
+        with Meter(self.progress, TESTING, m * longest, "step", per=m,
+                   detail=f"{m} model{'s' if m != 1 else ''}") as meter:
+            res = train_and_evaluate(self.recipe, images, labels, seeds, num_steps, data.test_x, data.test_y,
+                                     eval_steps=eval_steps, progress=meter_callback(meter))
         errors, losses = res.at(num_steps)
         out.update(accuracy_summary(errors))
         out["test_loss"] = losses
@@ -102,26 +105,35 @@ class Experiment:
             out["num_steps_analysis"] = {
                 str(s - num_steps): {"num_steps": s, **accuracy_summary(res.at(s)[0])}
                 for s in res.steps}
+        archs, optimizers = cfg.evaluate.test_architectures, cfg.evaluate.test_optimizers
+        what = [f"architecture {a}" for a in archs] + [f"optimizer {o}" for o in optimizers]
+        what = [f"{w} ({k}/{len(what)})" for k, w in enumerate(what, 1)]
+        meter = Meter(self.progress, ANALYSES, m * (len(archs) * num_steps + len(optimizers) * longest), "step",
+                      per=m, detail=what[0]) if what else None
         analyses = {}
-        for arch in cfg.evaluate.test_architectures:
+        for arch, detail in zip(archs, what):
+            meter.update(detail=detail)
             r = train_and_evaluate(replace(self.recipe, arch=arch), images, labels, seeds, num_steps,
-                                   data.test_x, data.test_y)
+                                   data.test_x, data.test_y, progress=meter_callback(meter))
             analyses[arch] = accuracy_summary(r.at(num_steps)[0])
         if analyses:
             out["architecture_transfer"] = analyses
         opts = {}
-        for opt in cfg.evaluate.test_optimizers:
+        for opt, detail in zip(optimizers, what[len(archs):]):
+            meter.update(detail=detail)
             recipe = eval_recipe(cfg, self.arch, opt)
             # Flexibility: the same models also measured at the other step counts when the
             # number-of-steps analysis is on (off-the-shelf optimiser *and* step count).
             r = train_and_evaluate(recipe, images, labels, seeds, num_steps, data.test_x, data.test_y,
-                                   eval_steps=eval_steps)
+                                   eval_steps=eval_steps, progress=meter_callback(meter))
             opts[opt] = {"lr": recipe.learning_rate, **accuracy_summary(r.at(num_steps)[0])}
             if cfg.evaluate.num_steps_analysis:
                 opts[opt]["num_steps_analysis"] = {
                     str(s - num_steps): {"num_steps": s, **accuracy_summary(r.at(s)[0])} for s in r.steps}
         if opts:
             out["optimizer_transfer"] = opts
+        if meter is not None:
+            meter.close()
         return out
 
     # -- methods without meta-learning (SPEC 5 and 10) ---------------------------
@@ -129,7 +141,7 @@ class Experiment:
         """Labels made directly (true, smoothed, teacher, solved); learner and steps chosen on validation."""
         cfg, data = self.cfg, self.data
         t0 = time.perf_counter()
-        candidates, extra = label_candidates(cfg, data, self.arch)
+        candidates, extra = label_candidates(cfg, data, self.arch, self.progress)
         if "teacher_model" in extra:
             # Reported for context (how good the labeller is); nothing is chosen with it.
             from .kd import accuracy
@@ -139,7 +151,7 @@ class Experiment:
         grid = search_grid(cfg)
         choice = choose_on_validation(self.recipe, data.base_x, candidates,
                                       self._seeds("val", count=cfg.evaluate.num_val_models), grid,
-                                      data.val_x, data.val_y)
+                                      data.val_x, data.val_y, progress=self.progress)
         # The test models are trained the way the winning candidate was validated.
         self.recipe = choice.recipe
         self.history = choice.history
@@ -163,12 +175,12 @@ class Experiment:
             return uniform_labels(data.base_x.shape[0], data.num_classes, self.device)
 
         direct = replace(cfg, method=cfg.distill.init_labels, evaluate=replace(cfg.evaluate, loss="ce"))
-        candidates, extra = label_candidates(direct, data, self.arch)
+        candidates, extra = label_candidates(direct, data, self.arch, self.progress)
         extra.pop("teacher_model", None)
         grid = search_grid(cfg)
         recipe = replace(eval_recipe(direct, self.arch), head=self.recipe.head)
         choice = choose_on_validation(recipe, data.base_x, candidates, self._seeds("init", count=1), grid,
-                                      data.val_x, data.val_y)
+                                      data.val_x, data.val_y, progress=self.progress, phase=INITIAL_LABELS)
         self._emit("initial_labels", method=cfg.distill.init_labels, labels=choice.candidate.name,
                    num_steps=choice.num_steps, val_error=choice.val_error)
         self._init_choice = choice
@@ -298,16 +310,25 @@ class Experiment:
                        signal=self.stop.signum)
         raise Interrupted(self.stop.signum, where, path)
 
-    def validate(self) -> tuple[float, float]:
+    def validate(self, meter: Meter | None = None) -> tuple[float, float]:
         images, labels = self.distilled.current()
+        steps = self.tracker.num_steps
+        report = meter.counter(f"validation after epoch {self.epoch}: step", steps) if meter is not None else None
         res = train_and_evaluate(self.recipe, images, labels, self._seeds("val", self.epoch, count=1),
-                                 self.tracker.num_steps, self.data.val_x, self.data.val_y)
+                                 steps, self.data.val_x, self.data.val_y, progress=report)
         return float(res.errors[0, 0]), float(res.losses[0, 0])
 
-    def run_epoch(self, t0: float | None = None) -> dict:
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.data.target_x.shape[0] / self._target_batch())
+
+    def _target_batch(self) -> int:
+        return self.data.sizes.batch_size if self.data.sizes is not None else self.cfg.distill.batch_size
+
+    def run_epoch(self, t0: float | None = None, meter: Meter | None = None) -> dict:
         cfg, data = self.cfg, self.data
         n_target = data.target_x.shape[0]
-        bs = data.sizes.batch_size if data.sizes is not None else cfg.distill.batch_size
+        bs = self._target_batch()
+        per_epoch = self.steps_per_epoch()
         ib = cfg.inner_batch_size
         n_base = data.base_x.shape[0]
         if self.partial is None:
@@ -324,6 +345,8 @@ class Experiment:
             outer, error, inner = self.learner.step(self.distilled, self.meta_opt, x_t, y_t, idx)
             p["sums"] += torch.stack([outer, error, inner])
             p["step"] += 1
+            if meter is not None and p["step"] < per_epoch:  # an epoch counts once validated (_distill_loop)
+                meter.update(self.epoch + p["step"] / per_epoch)
             if self.tracker.update(float(error)):
                 self.num_resets += 1
                 self.learner.reset(derive_seed(cfg.seed, "online", self.num_resets))
@@ -355,14 +378,16 @@ class Experiment:
     def _distill_loop(self) -> None:
         cfg = self.cfg
         epochs = cfg.epochs
+        within = self.partial["step"] / self.steps_per_epoch() if self.partial is not None else 0.0
+        meter = Meter(self.progress, DISTILLING, epochs, "epoch", done=self.epoch + within)
         while self.epoch < epochs:
             if self.stop.requested:
                 self._stop()
             t0 = time.perf_counter()
-            record = self.run_epoch(t0)
+            record = self.run_epoch(t0, meter)
             self.epoch += 1
             if self.epoch % cfg.distill.validate_every == 0 or self.epoch == epochs:
-                val_error, val_loss = self.validate()
+                val_error, val_loss = self.validate(meter)
                 record.update(val_error=val_error, val_loss=val_loss)
                 if val_error <= self.best["val_error"]:  # ties go to the later labels
                     self.best = {"val_error": val_error, "epoch": self.epoch,
@@ -372,11 +397,13 @@ class Experiment:
             record = {"epoch": self.epoch, **record, "seconds": self.train_seconds}
             self.history.append(record)
             self._emit("epoch", **record)
+            meter.update(self.epoch, detail="")  # the last validation's detail is done
             every = cfg.distill.checkpoint_every
             if self.run_dir is not None and every and (self.epoch % every == 0 or self.epoch == epochs):
                 self._save_checkpoint()
         if self.stop.requested:
             self._stop()
+        meter.close()
 
 
 def _effective(cfg: Config, data: TaskData) -> dict:
@@ -403,15 +430,27 @@ def _all_finite(obj) -> bool:
 
 
 def run_experiment(cfg: Config, out: str | None = None, device: str | None = None, root: str | None = None,
-                   progress: Progress | None = None, resume: bool = False, overwrite: bool = False,
+                   progress: Progress | bool | None = None, resume: bool = False, overwrite: bool = False,
                    handle_signals: bool = True) -> dict:
     """Run one experiment; with `out`, write it to the directory `out/<run name>`.
 
     With `resume`, an unfinished run continues from its checkpoint (a finished
     one is returned as it is). With `handle_signals` (main thread only),
     SIGINT/SIGTERM stop the run at the next outer step after a checkpoint and
-    raise `Interrupted`.
+    raise `Interrupted`. `progress(event, info)` receives the run's events and
+    the progress of every long phase (`labeldistill.progress`); True shows them
+    on stderr (bars in a terminal, plain lines otherwise).
     """
+    progress, printer = as_callback(progress)
+    try:
+        return _run_experiment(cfg, out, device, root, progress, resume, overwrite, handle_signals)
+    finally:
+        if printer is not None:
+            printer.close()
+
+
+def _run_experiment(cfg: Config, out: str | None, device: str | None, root: str | None, progress: Progress | None,
+                    resume: bool, overwrite: bool, handle_signals: bool) -> dict:
     dev = resolve_device(device or cfg.device)
     run_dir = RunDir(f"{out}/{cfg.run_name}") if out else None
     checkpoint = None
@@ -423,7 +462,9 @@ def run_experiment(cfg: Config, out: str | None = None, device: str | None = Non
             return run_dir.read_result()
     with stop_guard(handle_signals) as guard:
         guard.phase = "while loading data"
-        data = prepare(cfg, dev, root=root)
+        where = cfg.data.source if cfg.data.source == cfg.data.target else f"{cfg.data.source} -> {cfg.data.target}"
+        with Meter(progress, LOADING, 1, "dataset", detail=where):
+            data = prepare(cfg, dev, root=root)
         if run_dir is not None:
             _start_run_dir(run_dir, cfg, overwrite, fresh=checkpoint is None,
                            checkpoint_epoch=checkpoint["epoch"] if checkpoint is not None else 0)
