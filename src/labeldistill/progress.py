@@ -205,7 +205,10 @@ class ProgressPrinter:
     when a phase starts and ends and at most every `every` seconds in between (also when no
     event came: a heartbeat), with the step, elapsed time and an estimate of the time left.
 
-    `quiet` shows neither, only notices. Callable as a run's `progress`; `close()` when done.
+    Plain lines begin once the printer has run for `every` seconds: a run that stops at once
+    (a bad input) leaves only its one-line error, and a log is not filled with phases of a
+    second. `quiet` shows neither, only notices. Callable as a run's `progress`; `close()`
+    when done.
     """
 
     def __init__(self, stream: TextIO | None = None, *, every: float = DEFAULT_EVERY, quiet: bool = False,
@@ -220,6 +223,7 @@ class ProgressPrinter:
         self.estimator: Estimator | None = None
         self.summary = ""  # the latest epoch's errors, shown with 'distilling'
         self.bar = None
+        self._since = clock()
         self._printed = -math.inf
         self._finished = False
         self._lock = threading.Lock()
@@ -242,9 +246,6 @@ class ProgressPrinter:
             elif event == "notice":
                 # A value the run adjusted: shown even with --quiet, since it changes the experiment.
                 self._write(f"labeldistill: note: {info['message']}")
-            elif event == "resumed" and not self.quiet and not self.terminal:
-                step = f" step {info['step']}" if info.get("step") else ""
-                self._write(f"{self._stamp()} resumed after epoch {info['epoch']}{step}")
 
     def _progress(self, info: dict) -> None:
         if self.quiet:
@@ -259,6 +260,8 @@ class ProgressPrinter:
         self.estimator.update(info["done"])
         if self.terminal:
             self._bar(info, new)
+        elif not self._begun():
+            return
         elif new:
             self._line("started")
         elif info["done"] >= info["total"]:
@@ -267,6 +270,9 @@ class ProgressPrinter:
                 self._line("finished")
         elif self.clock() - self._printed >= self.every:
             self._line()
+
+    def _begun(self) -> bool:
+        return self.clock() - self._since >= self.every
 
     def _end_phase(self) -> None:
         if self.bar is not None:
@@ -305,7 +311,7 @@ class ProgressPrinter:
     def _heartbeat(self) -> None:
         while not self._stop.wait(min(self.every, 5.0)):
             with self._lock:
-                if self.phase is not None and self.phase["done"] < self.phase["total"] \
+                if self.phase is not None and self.phase["done"] < self.phase["total"] and self._begun() \
                         and self.clock() - self._printed >= self.every:
                     self._line()
 
