@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder with the target dataset (as for run)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--json", help="also write the result to this JSON file")
+    add_progress_options(p)
 
     sub.add_parser("datasets", help="list the dataset registry")
     sub.add_parser("models", help="list the model registry")
@@ -228,9 +229,13 @@ def cmd_evaluate(args) -> int:
             raise ConfigError(f"--steps must be a whole number or 'auto', got '{args.steps}'") from None
     device = resolve_device(args.device)
     ds = load_distilled(args.artifact)
-    r = evaluate_artifact(ds, arch=args.arch, optimizer=args.optimizer, lr=args.lr, head=args.head,
-                          batch_size=args.batch_size, num_steps=steps, num_models=args.models, seed=args.seed,
-                          rr_gradients=args.rr_gradients, root=args.data_root, device=device)
+    progress = progress_printer(args)
+    try:
+        r = evaluate_artifact(ds, arch=args.arch, optimizer=args.optimizer, lr=args.lr, head=args.head,
+                              batch_size=args.batch_size, num_steps=steps, num_models=args.models, seed=args.seed,
+                              rr_gradients=args.rr_gradients, root=args.data_root, device=device, progress=progress)
+    finally:
+        progress.close()
     rc = r["recipe"]
     card = f" (card: {r['card_accuracy']:.2f})" if r.get("card_accuracy") is not None else ""
     print(f"{r['method']} {r['source']}->{r['target']} {r['num_examples']} examples | {rc['arch']}/{rc['head']} "
