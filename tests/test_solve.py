@@ -147,9 +147,9 @@ def test_label_solve_run_chooses_on_validation_only(tmp_path, monkeypatch):
     seen = {"makers": [], "select": []}
     real_maker = methods.LABEL_MAKERS["label-solve"]
 
-    def maker(cfg, data, arch):
+    def maker(cfg, data, arch, progress=None):
         seen["makers"].append(data.test_x)
-        return real_maker(cfg, data, arch)
+        return real_maker(cfg, data, arch, progress)
 
     real_train = methods.train_and_evaluate
 

@@ -83,7 +83,7 @@ def test_failed_run_is_listed_with_the_command_to_rerun_it(tmp_path, capsys, mon
     assert "0 finished, 0 skipped (already complete), 1 failed" in text
     assert "FAILED needs_mnist (exit 2)" in text
     rerun = next(line for line in text.splitlines() if "re-run:" in line).split("re-run: ", 1)[1]
-    assert f"run {cfg} --out {out} --resume --quiet --data-root {empty}" in rerun
+    assert f"run {cfg} --out {out} --resume --data-root {empty}" in rerun  # progress lines go to its log
     assert (out / "_sweep_logs" / "needs_mnist.log").read_text().count("labeldistill: error:") == 1
 
 

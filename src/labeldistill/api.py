@@ -73,7 +73,7 @@ def distill(base: Any, target: Any = None, *, method: str = "ld-rr", arch: str |
             config: str | Path | config_mod.Config | None = None,
             overrides: Mapping[str, Any] | None = None, data_root: str | Path | None = None,
             device: str | None = None, image_size: int | None = None, resume: bool = False,
-            overwrite: bool = False, progress: Callable[[str, dict], None] | None = None) -> DistillResult:
+            overwrite: bool = False, progress: bool | Callable[[str, dict], None] | None = None) -> DistillResult:
     """Learn labels for `num_base_examples` images of `base` that teach `target`, and test them.
 
     `target` defaults to `base` (within-dataset). `method` is any of
@@ -82,8 +82,11 @@ def distill(base: Any, target: Any = None, *, method: str = "ld-rr", arch: str |
     else the defaults; `overrides` sets any other key (``{"evaluate.num_test_models": 5}``).
     `image_size` resizes the images of datasets of your own (paths, arrays, Datasets).
     The run is written to `out/<name>` (None: nothing is written); `resume` continues an
-    interrupted run there, `overwrite` replaces a finished one. `progress(event, info)`
-    receives the run's events (epochs, step search, notices).
+    interrupted run there, `overwrite` replaces a finished one. `progress=True` shows
+    the progress of every phase on stderr (bars in a terminal, plain lines every
+    $LABELDISTILL_PROGRESS_EVERY seconds otherwise); a callable `progress(event, info)`
+    receives the run's events instead (epochs, notices, and 'progress' events: see
+    `labeldistill.progress`).
     """
     if isinstance(config, config_mod.Config):
         cfg = config

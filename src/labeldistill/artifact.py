@@ -348,14 +348,17 @@ def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimize
                       lr: float | None = None, head: str | None = None, batch_size: int | None = None,
                       num_steps: int | None = None, num_models: int | None = None, seed: int | None = None,
                       rr_gradients: str | None = None, root: str | None = None,
-                      device: str | torch.device = "cpu", download: bool = True) -> dict:
+                      device: str | torch.device = "cpu", download: bool = True, progress=None) -> dict:
     """Train fresh models on a distilled dataset, test them on the target's test set.
 
     Unset arguments come from the card's recipe. Without `seed`, the models use
     the seeds of the run's own test models (so the card's recipe reproduces
-    its accuracy exactly); with `seed`, fresh seeds derived from it.
+    its accuracy exactly); with `seed`, fresh seeds derived from it. The models
+    report to `progress(event, info)` as the phase 'test models'.
     """
     from dataclasses import replace
+
+    from .progress import TESTING, Meter, meter_callback
 
     from .datasets import get_info
     from .evaluate import DEFAULT_LR, accuracy_summary, check_not_diverged, lr_advice, train_and_evaluate
@@ -416,7 +419,8 @@ def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimize
         raise DataError(f"test images of '{card['target']}' are {list(test_x.shape[1:])} but the artifact's are "
                         f"{list(ds.images.shape[1:])}")
     images, labels = ds.images.to(device), ds.labels.to(device)
-    res = train_and_evaluate(recipe, images, labels, seeds, steps, test_x, test_y)
+    with Meter(progress, TESTING, len(seeds) * steps, "step", per=len(seeds), detail=f"{len(seeds)} models") as meter:
+        res = train_and_evaluate(recipe, images, labels, seeds, steps, test_x, test_y, progress=meter_callback(meter))
     check_not_diverged(res, ds.num_classes, "models", lr_advice(recipe, "--lr"))
     summary = accuracy_summary(res.at(steps)[0])
     return {"artifact": str(ds.path), "method": card["method"], "kind": card["kind"],

@@ -24,8 +24,29 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's (auto: CUDA if available)")
 
 
+def add_progress_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+    p.add_argument("--progress-every", metavar="SECONDS",
+                   help="when stderr is not a terminal (a log file), a progress line at most every SECONDS "
+                        "(default: $LABELDISTILL_PROGRESS_EVERY or 30; 0: as often as the run reports)")
+
+
+def version() -> str:
+    """The installed distribution's version; the package's own when it runs from a source tree."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("labeldistill")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labeldistill", description=__doc__.split(";")[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"labeldistill {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run an experiment (no CONFIG: the offline quickstart)")
@@ -36,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "of CONFIG when CONFIG is a run directory)")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_options(p)
 
     p = sub.add_parser("validate", help="check config files without running them")
     p.add_argument("configs", nargs="+")
@@ -65,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder with the target dataset (as for run)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--json", help="also write the result to this JSON file")
+    add_progress_options(p)
 
     sub.add_parser("datasets", help="list the dataset registry")
     sub.add_parser("models", help="list the model registry")
@@ -128,45 +150,18 @@ def _run_dir_config(args) -> config_mod.Config:
     return cfg
 
 
-class _Progress:
-    """tqdm progress over epochs, with validation error in the postfix."""
+def progress_printer(args):
+    """Progress on stderr as the options ask: bars in a terminal, plain lines in a log file."""
+    from .progress import ProgressPrinter, interval
 
-    def __init__(self, total: int, desc: str, enabled: bool):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc=desc, unit="epoch", disable=not enabled, leave=False, file=sys.stderr)
-
-    def __call__(self, event: str, info: dict) -> None:
-        if event == "epoch":
-            self.bar.n = info["epoch"]
-            post = {"train_err": f"{info['train_error']:.1f}", "steps": info["num_steps"]}
-            if "val_error" in info:
-                post["val_err"] = f"{info['val_error']:.1f}"
-            self.bar.set_postfix(post, refresh=True)
-        elif event == "resumed":
-            self.bar.n = info["epoch"]
-            self.bar.refresh()
-        elif event == "step_search":
-            self.bar.set_postfix({"steps": info["num_steps"], "val_err": f"{info['val_error']:.1f}"})
-        elif event == "notice":
-            # A value the run adjusted (e.g. a target_set_size above the target set): shown even
-            # without a bar, since --quiet only hides the bar; tqdm.write keeps a live bar intact.
-            self.bar.write(f"labeldistill: note: {info['message']}", file=sys.stderr)
-
-    def close(self) -> None:
-        self.bar.close()
+    return ProgressPrinter(sys.stderr, every=interval(args.progress_every), quiet=args.quiet)
 
 
-def _run_one(cfg, args) -> dict:
+def _run_one(cfg, args, progress) -> dict:
     from .experiment import run_experiment
 
-    progress = _Progress(cfg.epochs if not cfg.is_baseline else 1, cfg.run_name,
-                         enabled=not args.quiet and sys.stderr.isatty())
-    try:
-        return run_experiment(cfg, out=args.out, device=args.device, root=args.data_root,
-                              progress=progress, resume=args.resume, overwrite=args.overwrite)
-    finally:
-        progress.close()
+    return run_experiment(cfg, out=args.out, device=args.device, root=args.data_root,
+                          progress=progress, resume=args.resume, overwrite=args.overwrite)
 
 
 def _summary_line(r: dict, out: str | None) -> str:
@@ -177,6 +172,14 @@ def _summary_line(r: dict, out: str | None) -> str:
 
 
 def cmd_run(args) -> int:
+    progress = progress_printer(args)  # a bad --progress-every fails before anything runs
+    try:
+        return _run_all(args, progress)
+    finally:
+        progress.close()
+
+
+def _run_all(args, progress) -> int:
     if args.config is None:
         cfgs = quickstart_configs(args.overrides)
         base = cfgs[0]
@@ -191,7 +194,7 @@ def cmd_run(args) -> int:
         args.out = "runs"
     results = []
     for cfg in cfgs:
-        r = _run_one(cfg, args)
+        r = _run_one(cfg, args, progress)
         results.append(r)
         print(_summary_line(r, args.out), flush=True)
     if len(results) > 1:
@@ -240,9 +243,13 @@ def cmd_evaluate(args) -> int:
             raise ConfigError(f"--steps must be a whole number or 'auto', got '{args.steps}'") from None
     device = resolve_device(args.device)
     ds = load_distilled(args.artifact)
-    r = evaluate_artifact(ds, arch=args.arch, optimizer=args.optimizer, lr=args.lr, head=args.head,
-                          batch_size=args.batch_size, num_steps=steps, num_models=args.models, seed=args.seed,
-                          rr_gradients=args.rr_gradients, root=args.data_root, device=device)
+    progress = progress_printer(args)
+    try:
+        r = evaluate_artifact(ds, arch=args.arch, optimizer=args.optimizer, lr=args.lr, head=args.head,
+                              batch_size=args.batch_size, num_steps=steps, num_models=args.models, seed=args.seed,
+                              rr_gradients=args.rr_gradients, root=args.data_root, device=device, progress=progress)
+    finally:
+        progress.close()
     rc = r["recipe"]
     card = f" (card: {r['card_accuracy']:.2f})" if r.get("card_accuracy") is not None else ""
     print(f"{r['method']} {r['source']}->{r['target']} {r['num_examples']} examples | {rc['arch']}/{rc['head']} "

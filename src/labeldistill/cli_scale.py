@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError
+from .progress import ENV_EVERY
 
 
 def register(sub) -> dict:
@@ -44,7 +45,9 @@ def register(sub) -> dict:
     p.add_argument("--data-root", help="folder with the datasets, passed to every run")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .cli import add_progress_options
+
+    add_progress_options(p)  # the sweep's own; each run's progress goes to its log
 
     p = sub.add_parser("report", help="markdown and CSV tables (mean +- std) from run directories")
     p.add_argument("runs", nargs="+", help="run directories or folders containing them")
@@ -90,6 +93,7 @@ def cmd_configs(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from .cli import progress_printer
     from .sweep import LocalBackend, RayBackend, parse_seeds, plan, run_sweep, threads_per_run
 
     for opt in ("workers", "threads"):
@@ -123,12 +127,17 @@ def cmd_sweep(args) -> int:
 
     if threading_main():
         signal.signal(signal.SIGTERM, _terminate)
+    progress = progress_printer(args)
+    if args.progress_every is not None:  # the runs' log files get lines as often as the sweep's
+        os.environ[ENV_EVERY] = args.progress_every
     try:
-        report = run_sweep(jobs, backend, progress=not args.quiet and sys.stderr.isatty())
+        report = run_sweep(jobs, backend, progress=progress)
     except KeyboardInterrupt:
         print("sweep: interrupted; finished runs are kept, unfinished ones keep their checkpoint. "
               "Start the same command again to continue.", file=sys.stderr)
         return 130
+    finally:
+        progress.close()
     done, skipped, failed = report.by("done"), report.by("skipped"), report.failed
     print(f"sweep: {len(done)} finished, {len(skipped)} skipped (already complete), {len(failed)} failed")
     for o in failed:

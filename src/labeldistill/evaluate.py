@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from .errors import RunError
 from .heads import append_ones, rr_logits, update_head
 from .models import create_model, normalises_with_batch_statistics
+from .progress import REPORT_EVERY_STEPS
 from .seeding import seeded_global_rng
 from .stacked import stacked_forward
 
@@ -191,6 +192,7 @@ def train_and_evaluate(
     eval_steps: Sequence[int] | None = None,
     max_models: int = 32,
     max_images: int = EVAL_MAX_IMAGES,
+    progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Train one model per seed for max(eval_steps) steps; evaluate at each of `eval_steps`.
 
@@ -198,17 +200,20 @@ def train_and_evaluate(
     Models are trained `max_models` at a time; evaluation forwards at most
     `max_images` model-images at once (at least one test batch of
     `TEST_BN_BATCH` images for models with batch-statistics BatchNorm). Neither
-    changes a model's result.
+    changes a model's result. `progress(n)` is told every `REPORT_EVERY_STEPS`
+    steps how many model-steps were trained since its last call (len(seeds) *
+    max(eval_steps) in all).
     """
     steps = _eval_steps(num_steps, eval_steps)
     if not vmap_supported(recipe, base_x):  # a model of the user's own that vmap cannot run: one at a time
-        return train_and_evaluate_sequential(recipe, base_x, labels, seeds, num_steps, eval_x, eval_y, eval_steps)
+        return train_and_evaluate_sequential(recipe, base_x, labels, seeds, num_steps, eval_x, eval_y, eval_steps,
+                                             progress=progress)
     errors, losses = [], []
     for start in range(0, len(seeds), max_models):
         chunk = list(seeds[start:start + max_models])
         lab = labels if labels.dim() == 2 else labels[start:start + len(chunk)]
         with _seeded_random_ops(chunk, base_x.device):  # dropout in a model of one's own: drawn from the seeds
-            e, l = _train_chunk(recipe, base_x, lab, chunk, steps, eval_x, eval_y, max_images)
+            e, l = _train_chunk(recipe, base_x, lab, chunk, steps, eval_x, eval_y, max_images, progress)
         errors.append(e)
         losses.append(l)
     return EvalResult(steps, torch.cat(errors, dim=1), torch.cat(losses, dim=1))
@@ -253,7 +258,7 @@ def vmap_supported(recipe: Recipe, base_x: torch.Tensor) -> bool:
     return _VMAP_OK[key]
 
 
-def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_images):
+def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_images, progress=None):
     device, dtype = base_x.device, base_x.dtype
     n, num_classes = base_x.shape[0], labels.shape[-1]
     m = len(seeds)
@@ -305,7 +310,7 @@ def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_image
 
     errors = torch.zeros(len(steps), m, dtype=torch.float64)
     losses = torch.zeros(len(steps), m, dtype=torch.float64)
-    next_eval = 0
+    next_eval = reported = 0
     for step in range(1, steps[-1] + 1):
         bi = idx[step - 1]  # (m, batch): inner minibatch x~', y~' of every model
         xb = base_x[bi]
@@ -338,6 +343,9 @@ def _train_chunk(recipe, base_x, labels, seeds, steps, eval_x, eval_y, max_image
                 base.train()
             errors[next_eval], losses[next_eval] = e, l
             next_eval += 1
+        if progress is not None and (step % REPORT_EVERY_STEPS == 0 or step == steps[-1]):
+            progress(m * (step - reported))
+            reported = step
     return errors, losses
 
 
@@ -384,8 +392,10 @@ def train_and_evaluate_sequential(
     eval_y: torch.Tensor,
     eval_steps: Sequence[int] | None = None,
     eval_batch: int = TEST_BN_BATCH,
+    progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
-    """The plain loop the parallel path must equal: one `nn.Module` and optimiser per model."""
+    """The plain loop the parallel path must equal: one `nn.Module` and optimiser per model
+    (`progress` as for `train_and_evaluate`)."""
     steps = _eval_steps(num_steps, eval_steps)
     device = base_x.device
     errors = torch.zeros(len(steps), len(seeds), dtype=torch.float64)
@@ -393,11 +403,12 @@ def train_and_evaluate_sequential(
     for j, (seed, data_seed) in enumerate(zip(seeds, _data_seeds(seeds))):
         with _seeded_random_ops([seed], device):
             _train_one(recipe, base_x, labels if labels.dim() == 2 else labels[j], seed, data_seed, steps, eval_x,
-                       eval_y, eval_batch, errors[:, j], losses[:, j])
+                       eval_y, eval_batch, errors[:, j], losses[:, j], progress)
     return EvalResult(steps, errors, losses)
 
 
-def _train_one(recipe, base_x, lab, seed, data_seed, steps, eval_x, eval_y, eval_batch, errors, losses) -> None:
+def _train_one(recipe, base_x, lab, seed, data_seed, steps, eval_x, eval_y, eval_batch, errors, losses,
+               progress=None) -> None:
     """One model of the sequential loop; its errors and losses at `steps` are written in place."""
     device = base_x.device
     n, num_classes = base_x.shape[0], lab.shape[-1]
@@ -415,7 +426,7 @@ def _train_one(recipe, base_x, lab, seed, data_seed, steps, eval_x, eval_y, eval
     idx = minibatch_indices(n, batch, steps[-1], data_seed).to(device)
     if recipe.augment:
         offsets = augment_offsets(steps[-1], batch, recipe.augment, _aug_seed(data_seed)).to(device)
-    k = 0
+    k = reported = 0
     for step in range(1, steps[-1] + 1):
         xb, yb = base_x[idx[step - 1]], lab[idx[step - 1]]
         if recipe.augment:
@@ -448,6 +459,9 @@ def _train_one(recipe, base_x, lab, seed, data_seed, steps, eval_x, eval_y, eval
             errors[k] = 100.0 * wrong / eval_x.shape[0]
             losses[k] = total_loss / eval_x.shape[0]
             k += 1
+        if progress is not None and (step % REPORT_EVERY_STEPS == 0 or step == steps[-1]):
+            progress(step - reported)
+            reported = step
 
 
 # The reference evaluates after these steps with more than 100 base examples (its

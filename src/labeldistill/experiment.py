@@ -11,7 +11,6 @@ import hashlib
 import math
 import time
 from dataclasses import replace
-from typing import Callable
 
 import torch
 
@@ -28,11 +27,11 @@ from .meta.or2 import SecondOrder
 from .meta.reset import ResetTracker
 from .meta.rr import RidgeRegression
 from .models import default_arch
+from .progress import (ANALYSES, DISTILLING, INITIAL_LABELS, LOADING, TESTING, Meter, Progress, as_callback,
+                       meter_callback)
 from .results import RunDir
 from .seeding import derive_seed, generator
 from .signals import StopGuard, stop_guard
-
-Progress = Callable[[str, dict], None]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -92,12 +91,16 @@ class Experiment:
         """20 fresh models (and the configured analyses) on the test set."""
         cfg, data = self.cfg, self.data
         seeds = self._seeds("test", count=cfg.evaluate.num_test_models)
+        m = len(seeds)
         out: dict = {}
         eval_steps = [num_steps]
         if cfg.evaluate.num_steps_analysis:
             eval_steps += [num_steps + o for o in cfg.evaluate.step_offsets if num_steps + o > 0]
-        res = train_and_evaluate(self.recipe, images, labels, seeds, num_steps, data.test_x, data.test_y,
-                                 eval_steps=eval_steps)
+        longest = max(eval_steps)  # the models train this long; the shorter counts are measured on the way
+        with Meter(self.progress, TESTING, m * longest, "step", per=m,
+                   detail=f"{m} model{'s' if m != 1 else ''}") as meter:
+            res = train_and_evaluate(self.recipe, images, labels, seeds, num_steps, data.test_x, data.test_y,
+                                     eval_steps=eval_steps, progress=meter_callback(meter))
         check_not_diverged(res, data.num_classes, "test models", lr_advice(self.recipe))
         errors, losses = res.at(num_steps)
         out.update(accuracy_summary(errors))
@@ -112,22 +115,29 @@ class Experiment:
             out["num_steps_analysis"] = {
                 str(s - num_steps): {"num_steps": s, **accuracy_summary(res.at(s)[0])}
                 for s in res.steps}
+        archs, optimizers = cfg.evaluate.test_architectures, cfg.evaluate.test_optimizers
+        what = [f"architecture {a}" for a in archs] + [f"optimizer {o}" for o in optimizers]
+        what = [f"{w} ({k}/{len(what)})" for k, w in enumerate(what, 1)]
+        meter = Meter(self.progress, ANALYSES, m * (len(archs) * num_steps + len(optimizers) * longest), "step",
+                      per=m, detail=what[0]) if what else None
         analyses = {}
-        for arch in cfg.evaluate.test_architectures:
+        for arch, detail in zip(archs, what):
+            meter.update(detail=detail)
             r = train_and_evaluate(replace(self.recipe, arch=arch), images, labels, seeds, num_steps,
-                                   data.test_x, data.test_y)
+                                   data.test_x, data.test_y, progress=meter_callback(meter))
             check_not_diverged(r, data.num_classes, f"{arch} test models (evaluate.test_architectures)",
                                f"{lr_advice(self.recipe)}, or remove {arch} from evaluate.test_architectures")
             analyses[arch] = accuracy_summary(r.at(num_steps)[0])
         if analyses:
             out["architecture_transfer"] = analyses
         opts = {}
-        for opt in cfg.evaluate.test_optimizers:
+        for opt, detail in zip(optimizers, what[len(archs):]):
+            meter.update(detail=detail)
             recipe = eval_recipe(cfg, self.arch, opt)
             # Flexibility: the same models also measured at the other step counts when the
             # number-of-steps analysis is on (off-the-shelf optimiser *and* step count).
             r = train_and_evaluate(recipe, images, labels, seeds, num_steps, data.test_x, data.test_y,
-                                   eval_steps=eval_steps)
+                                   eval_steps=eval_steps, progress=meter_callback(meter))
             check_not_diverged(r, data.num_classes, f"{opt} test models (evaluate.test_optimizers)",
                                lr_advice(recipe) if recipe.lr is not None else
                                f"remove {opt} from evaluate.test_optimizers (it trains with its default lr "
@@ -138,6 +148,8 @@ class Experiment:
                     str(s - num_steps): {"num_steps": s, **accuracy_summary(r.at(s)[0])} for s in r.steps}
         if opts:
             out["optimizer_transfer"] = opts
+        if meter is not None:
+            meter.close()
         return out
 
     def _note_diverged(self, choice) -> None:
@@ -154,7 +166,7 @@ class Experiment:
         """Labels made directly (true, smoothed, teacher, solved); learner and steps chosen on validation."""
         cfg, data = self.cfg, self.data
         t0 = time.perf_counter()
-        candidates, extra = label_candidates(cfg, data, self.arch)
+        candidates, extra = label_candidates(cfg, data, self.arch, self.progress)
         if "teacher_model" in extra:
             # Reported for context (how good the labeller is); nothing is chosen with it.
             from .kd import accuracy
@@ -164,7 +176,7 @@ class Experiment:
         grid = search_grid(cfg)
         choice = choose_on_validation(self.recipe, data.base_x, candidates,
                                       self._seeds("val", count=cfg.evaluate.num_val_models), grid,
-                                      data.val_x, data.val_y)
+                                      data.val_x, data.val_y, progress=self.progress)
         self._note_diverged(choice)
         # The test models are trained the way the winning candidate was validated.
         self.recipe = choice.recipe
@@ -189,12 +201,12 @@ class Experiment:
             return uniform_labels(data.base_x.shape[0], data.num_classes, self.device)
 
         direct = replace(cfg, method=cfg.distill.init_labels, evaluate=replace(cfg.evaluate, loss="ce"))
-        candidates, extra = label_candidates(direct, data, self.arch)
+        candidates, extra = label_candidates(direct, data, self.arch, self.progress)
         extra.pop("teacher_model", None)
         grid = search_grid(cfg)
         recipe = replace(eval_recipe(direct, self.arch), head=self.recipe.head)
         choice = choose_on_validation(recipe, data.base_x, candidates, self._seeds("init", count=1), grid,
-                                      data.val_x, data.val_y)
+                                      data.val_x, data.val_y, progress=self.progress, phase=INITIAL_LABELS)
         self._note_diverged(choice)
         self._emit("initial_labels", method=cfg.distill.init_labels, labels=choice.candidate.name,
                    num_steps=choice.num_steps, val_error=choice.val_error)
@@ -331,19 +343,28 @@ class Experiment:
                        signal=self.stop.signum)
         raise Interrupted(self.stop.signum, where, path)
 
-    def validate(self) -> tuple[float, float]:
+    def validate(self, meter: Meter | None = None) -> tuple[float, float]:
         images, labels = self.distilled.current()
+        steps = self.tracker.num_steps
+        report = meter.counter(f"validation after epoch {self.epoch}: step", steps) if meter is not None else None
         res = train_and_evaluate(self.recipe, images, labels, self._seeds("val", self.epoch, count=1),
-                                 self.tracker.num_steps, self.data.val_x, self.data.val_y)
+                                 steps, self.data.val_x, self.data.val_y, progress=report)
         # The labels are finite (`_check_finite`), so a diverging model is the learner's doing.
         check_not_diverged(res, self.data.num_classes, f"validation models of epoch {self.epoch}",
                            lr_advice(self.recipe))
         return float(res.errors[0, 0]), float(res.losses[0, 0])
 
-    def run_epoch(self, t0: float | None = None) -> dict:
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.data.target_x.shape[0] / self._target_batch())
+
+    def _target_batch(self) -> int:
+        return self.data.sizes.batch_size if self.data.sizes is not None else self.cfg.distill.batch_size
+
+    def run_epoch(self, t0: float | None = None, meter: Meter | None = None) -> dict:
         cfg, data = self.cfg, self.data
         n_target = data.target_x.shape[0]
-        bs = data.sizes.batch_size if data.sizes is not None else cfg.distill.batch_size
+        bs = self._target_batch()
+        per_epoch = self.steps_per_epoch()
         ib = cfg.inner_batch_size
         n_base = data.base_x.shape[0]
         if self.partial is None:
@@ -360,6 +381,8 @@ class Experiment:
             outer, error, inner = self.learner.step(self.distilled, self.meta_opt, x_t, y_t, idx)
             p["sums"] += torch.stack([outer, error, inner])
             p["step"] += 1
+            if meter is not None and p["step"] < per_epoch:  # an epoch counts once validated (_distill_loop)
+                meter.update(self.epoch + p["step"] / per_epoch)
             if self.tracker.update(float(error)):
                 self.num_resets += 1
                 self.learner.reset(derive_seed(cfg.seed, "online", self.num_resets))
@@ -391,14 +414,16 @@ class Experiment:
     def _distill_loop(self) -> None:
         cfg = self.cfg
         epochs = cfg.epochs
+        within = self.partial["step"] / self.steps_per_epoch() if self.partial is not None else 0.0
+        meter = Meter(self.progress, DISTILLING, epochs, "epoch", done=self.epoch + within)
         while self.epoch < epochs:
             if self.stop.requested:
                 self._stop()
             t0 = time.perf_counter()
-            record = self.run_epoch(t0)
+            record = self.run_epoch(t0, meter)
             self.epoch += 1
             if self.epoch % cfg.distill.validate_every == 0 or self.epoch == epochs:
-                val_error, val_loss = self.validate()
+                val_error, val_loss = self.validate(meter)
                 record.update(val_error=val_error, val_loss=val_loss)
                 if val_error <= self.best["val_error"]:  # ties go to the later labels
                     self.best = {"val_error": val_error, "epoch": self.epoch,
@@ -408,11 +433,13 @@ class Experiment:
             record = {"epoch": self.epoch, **record, "seconds": self.train_seconds}
             self.history.append(record)
             self._emit("epoch", **record)
+            meter.update(self.epoch, detail="")  # the last validation's detail is done
             every = cfg.distill.checkpoint_every
             if self.run_dir is not None and every and (self.epoch % every == 0 or self.epoch == epochs):
                 self._save_checkpoint()
         if self.stop.requested:
             self._stop()
+        meter.close()
 
 
 def _effective(cfg: Config, data: TaskData) -> dict:
@@ -439,15 +466,27 @@ def _all_finite(obj) -> bool:
 
 
 def run_experiment(cfg: Config, out: str | None = None, device: str | None = None, root: str | None = None,
-                   progress: Progress | None = None, resume: bool = False, overwrite: bool = False,
+                   progress: Progress | bool | None = None, resume: bool = False, overwrite: bool = False,
                    handle_signals: bool = True) -> dict:
     """Run one experiment; with `out`, write it to the directory `out/<run name>`.
 
     With `resume`, an unfinished run continues from its checkpoint (a finished
     one is returned as it is). With `handle_signals` (main thread only),
     SIGINT/SIGTERM stop the run at the next outer step after a checkpoint and
-    raise `Interrupted`.
+    raise `Interrupted`. `progress(event, info)` receives the run's events and
+    the progress of every long phase (`labeldistill.progress`); True shows them
+    on stderr (bars in a terminal, plain lines otherwise).
     """
+    progress, printer = as_callback(progress)
+    try:
+        return _run_experiment(cfg, out, device, root, progress, resume, overwrite, handle_signals)
+    finally:
+        if printer is not None:
+            printer.close()
+
+
+def _run_experiment(cfg: Config, out: str | None, device: str | None, root: str | None, progress: Progress | None,
+                    resume: bool, overwrite: bool, handle_signals: bool) -> dict:
     dev = resolve_device(device or cfg.device)
     if not out:
         return _run(cfg, dev, None, None, root, progress, overwrite, handle_signals)
@@ -472,7 +511,9 @@ def _run(cfg: Config, dev: torch.device, run_dir: RunDir | None, checkpoint: dic
     """`run_experiment` once its run folder (if any) is locked and checked."""
     with stop_guard(handle_signals) as guard:
         guard.phase = "while loading data"
-        data = prepare(cfg, dev, root=root)
+        where = cfg.data.source if cfg.data.source == cfg.data.target else f"{cfg.data.source} -> {cfg.data.target}"
+        with Meter(progress, LOADING, 1, "dataset", detail=where):
+            data = prepare(cfg, dev, root=root)
         if checkpoint is not None:
             _check_same_data(checkpoint, data, run_dir)
         if run_dir is not None:

@@ -10,28 +10,36 @@ need a class remapping. The student side is the ordinary evaluation recipe
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from .evaluate import Recipe, init_model
+from .progress import TEACHERS, Meter, Progress
 from .seeding import derive_seed, generator, seeded_global_rng
 
 
 def train_teacher(arch: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, epochs: int,
-                  batch_size: int, lr: float, seed: int) -> torch.nn.Module:
-    """A model trained with Adam on (x, y) for `epochs` passes in seeded random order."""
+                  batch_size: int, lr: float, seed: int, meter: Meter | None = None,
+                  name: str = "teacher") -> torch.nn.Module:
+    """A model trained with Adam on (x, y) for `epochs` passes in seeded random order;
+    `meter` advances by one per step, its detail names `name` and the epoch."""
     model = init_model(Recipe(arch=arch), derive_seed(seed, "teacher_init"), x.shape[1], num_classes,
                        x.shape[-1]).to(x.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = generator(seed, "teacher_order")
     model.train()
     with seeded_global_rng(derive_seed(seed, "teacher_random_ops"), x.device):  # dropout in a model of one's own
-        _fit(model, opt, x, y, epochs, batch_size, g)
+        _fit(model, opt, x, y, epochs, batch_size, g, meter, name)
     return model.eval()
 
 
-def _fit(model, opt, x, y, epochs: int, batch_size: int, g: torch.Generator) -> None:
-    for _ in range(epochs):
+def _fit(model, opt, x, y, epochs: int, batch_size: int, g: torch.Generator, meter: Meter | None,
+         name: str) -> None:
+    for epoch in range(epochs):
+        if meter is not None:
+            meter.update(detail=f"{name}, epoch {epoch + 1}/{epochs}")
         order = torch.randperm(x.shape[0], generator=g).to(x.device)
         for start in range(0, x.shape[0], batch_size):
             sel = order[start:start + batch_size]
@@ -39,6 +47,8 @@ def _fit(model, opt, x, y, epochs: int, batch_size: int, g: torch.Generator) -> 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if meter is not None:
+                meter.advance()
 
 
 @torch.no_grad()
@@ -74,15 +84,22 @@ def teacher_seed(seed: int, index: int) -> int:
     return seed if index == 0 else derive_seed(seed, "teacher", index)
 
 
-def teacher_logits(cfg, data, arch: str) -> tuple[torch.Tensor, dict, torch.nn.Module]:
+def teacher_logits(cfg, data, arch: str,
+                   progress: Progress | None = None) -> tuple[torch.Tensor, dict, torch.nn.Module]:
     """The logits of a teacher trained on the target set for the base examples, facts about
     the teacher (its validation accuracy) and the teacher itself. With
     `evaluate.kd_num_teachers` > 1 the teacher is an ensemble of that many, each with its
-    own initialisation and data order, whose logits are averaged."""
+    own initialisation and data order, whose logits are averaged. Training reports to
+    `progress` as the phase 'training teachers', in steps of all teachers together."""
     e = cfg.evaluate
-    teachers = [train_teacher(arch, data.target_x, data.target_y, data.num_classes, epochs=e.kd_teacher_epochs,
-                              batch_size=e.kd_teacher_batch_size, lr=e.kd_teacher_lr, seed=teacher_seed(cfg.seed, i))
-                for i in range(e.kd_num_teachers)]
+    count = e.kd_num_teachers
+    steps = count * e.kd_teacher_epochs * math.ceil(data.target_x.shape[0] / e.kd_teacher_batch_size)
+    names = [f"teacher {i + 1}/{count}" if count > 1 else "teacher" for i in range(count)]
+    with Meter(progress, TEACHERS, steps, "step", detail=f"{names[0]}, epoch 1/{e.kd_teacher_epochs}") as meter:
+        teachers = [train_teacher(arch, data.target_x, data.target_y, data.num_classes, epochs=e.kd_teacher_epochs,
+                                  batch_size=e.kd_teacher_batch_size, lr=e.kd_teacher_lr,
+                                  seed=teacher_seed(cfg.seed, i), meter=meter, name=names[i])
+                    for i in range(count)]
     teacher = teachers[0] if len(teachers) == 1 else Ensemble(teachers).eval()
     info = {"arch": arch, "epochs": e.kd_teacher_epochs, "batch_size": e.kd_teacher_batch_size,
             "lr": e.kd_teacher_lr, "val_accuracy": accuracy(teacher, data.val_x, data.val_y)}

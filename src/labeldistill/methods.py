@@ -9,6 +9,9 @@ softmax(y / t) for every configured temperature t, or the raw vectors for the
 'mse' learner. `choose_on_validation` trains validation models on every
 candidate and keeps the candidate and number of steps with the lowest
 validation error; it receives the validation split only.
+
+A label maker is `maker(cfg, data, arch, progress=None)`; long work reports to
+`progress` (see `labeldistill.progress`).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from .data import TaskData, remap_classes
 from .errors import RunError
 from .evaluate import CHANCE_MARGIN, Recipe, diverged, lr_advice, train_and_evaluate
 from .labels import one_hot
+from .progress import STEP_SEARCH, Meter, Progress, meter_callback
 
 # label-solve's temperatures when evaluate.label_temperatures is empty.
 SOLVE_TEMPERATURES = (0.1, 0.3, 1.0)
@@ -37,7 +41,7 @@ class Candidate:
     info: dict = field(default_factory=dict)  # what made them: temperature, lambda, ...
 
 
-def _true_labels(cfg, data: TaskData, arch: str):
+def _true_labels(cfg, data: TaskData, arch: str, progress: Progress | None = None):
     if cfg.data.source == cfg.data.target or cfg.data.source == "fake":
         classes = data.base_original_labels
     else:
@@ -56,12 +60,12 @@ def _real_valued(cfg, values: torch.Tensor, what: str, temperatures: Sequence[fl
                       {**info, "temperature": t}) for t in temperatures]
 
 
-def _teacher(cfg, data: TaskData, arch: str):
+def _teacher(cfg, data: TaskData, arch: str, progress: Progress | None = None):
     # A teacher trained on the target set labels images in the target's classes, so
     # cross-dataset base examples (letters labelled as digits) need no class remapping.
     from .kd import teacher_logits
 
-    logits, teacher, model = teacher_logits(cfg, data, arch)
+    logits, teacher, model = teacher_logits(cfg, data, arch, progress)
     chance = 100.0 * CHANCE_MARGIN / data.num_classes
     if not bool(torch.isfinite(logits).all()) or teacher["val_accuracy"] <= chance:
         # A teacher at chance labels the base examples with noise: every candidate would be wrong.
@@ -73,10 +77,10 @@ def _teacher(cfg, data: TaskData, arch: str):
     return _real_valued(cfg, logits, "teacher logits", temps, {}), {"teacher": teacher, "teacher_model": model}
 
 
-def _label_solve(cfg, data: TaskData, arch: str):
+def _label_solve(cfg, data: TaskData, arch: str, progress: Progress | None = None):
     from .solve import label_solve
 
-    solved, info = label_solve(cfg, data, arch)
+    solved, info = label_solve(cfg, data, arch, progress)
     temps = cfg.evaluate.label_temperatures or SOLVE_TEMPERATURES
     candidates = []
     for lam, labels in solved.items():
@@ -93,13 +97,14 @@ LABEL_MAKERS: dict[str, Callable] = {
 }
 
 
-def label_candidates(cfg, data: TaskData, arch: str) -> tuple[list[Candidate], dict]:
+def label_candidates(cfg, data: TaskData, arch: str,
+                     progress: Progress | None = None) -> tuple[list[Candidate], dict]:
     """The method's candidate labels and facts about how they were made (for the result).
 
     The method sees the target set, the validation set and the base examples, never the
     test split: it is removed before the call.
     """
-    return LABEL_MAKERS[cfg.method](cfg, replace(data, test_x=None, test_y=None), arch)
+    return LABEL_MAKERS[cfg.method](cfg, replace(data, test_x=None, test_y=None), arch, progress)
 
 
 def earliest_lowest(errors: list[float]) -> int:
@@ -123,10 +128,12 @@ class Choice:
 
 def choose_on_validation(recipe: Recipe, base_x: torch.Tensor, candidates: Sequence[Candidate],
                          seeds: Sequence[int], grid: Sequence[int], val_x: torch.Tensor,
-                         val_y: torch.Tensor) -> Choice:
+                         val_y: torch.Tensor, progress: Progress | None = None,
+                         phase: str = STEP_SEARCH) -> Choice:
     """Train `len(seeds)` models per candidate, measure their mean validation error at every
     step of `grid`; the lowest wins, the earliest step and then the first candidate on ties
-    (strictly lower replaces, SPEC 5).
+    (strictly lower replaces, SPEC 5). Reports to `progress` as `phase`, in steps of all
+    candidates together.
 
     A step count at which any validation model had diverged, and every later one, is never
     chosen (up to the first divergence the models are those of a shorter run, which did not
@@ -134,9 +141,14 @@ def choose_on_validation(recipe: Recipe, base_x: torch.Tensor, candidates: Seque
     """
     best: Choice | None = None
     history = []
-    for cand in candidates:
+    what = [f"candidate {k}/{len(candidates)}: {c.name}" if len(candidates) > 1 else f"labels: {c.name}"
+            for k, c in enumerate(candidates, 1)]
+    meter = Meter(progress, phase, len(candidates) * len(seeds) * max(grid), "step", per=len(seeds), detail=what[0])
+    for cand, detail in zip(candidates, what):
+        meter.update(detail=detail)
         r = replace(recipe, loss=cand.loss)
-        val = train_and_evaluate(r, base_x, cand.labels, seeds, max(grid), val_x, val_y, eval_steps=grid)
+        val = train_and_evaluate(r, base_x, cand.labels, seeds, max(grid), val_x, val_y, eval_steps=grid,
+                                 progress=meter_callback(meter))
         errors = val.errors.mean(1).tolist()
         losses = val.losses.mean(1).tolist()
         bad = diverged(val, cand.labels.shape[-1]).any(1).cummax(0).values.tolist()
@@ -147,9 +159,10 @@ def choose_on_validation(recipe: Recipe, base_x: torch.Tensor, candidates: Seque
         i = earliest_lowest(usable)
         if usable[i] < (math.inf if best is None else best.val_error):
             best = Choice(cand, r, val.steps[i], errors[i], [])
+    meter.close()
     if best is None:
-        what = "every label candidate" if len(candidates) > 1 else "the labels"
-        raise RunError(f"the validation models of {what} diverged at every step count of the step search "
+        which = "every label candidate" if len(candidates) > 1 else "the labels"
+        raise RunError(f"the validation models of {which} diverged at every step count of the step search "
                        f"(from {min(grid)} steps); {lr_advice(recipe)}")
     best.history = history
     return best

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from .errors import ConfigError
 from .evaluate import Recipe, init_model
+from .progress import SOLVING, Meter, Progress, meter_callback
 from .seeding import derive_seed
 
 
@@ -65,9 +67,13 @@ class RandomFeatures:
 
 
 def normal_equations(features, base_x: torch.Tensor, target_x: torch.Tensor, target_y: torch.Tensor,
-                     num_classes: int, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """K_SS, G = K_ST K_TS and B = K_ST Y_T (float64), the target set taken `chunk` at a time."""
+                     num_classes: int, chunk: int = 2048, progress: Callable[[int], None] | None = None,
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """K_SS, G = K_ST K_TS and B = K_ST Y_T (float64), the target set taken `chunk` at a time;
+    `progress(n)` is told the number of images whose features were computed since its last call."""
+    report = progress or (lambda n: None)
     phi_s = features(base_x)
+    report(base_x.shape[0])
     k_ss = phi_s @ phi_s.T
     n = phi_s.shape[0]
     gram = torch.zeros(n, n, dtype=torch.float64, device=phi_s.device)
@@ -77,6 +83,7 @@ def normal_equations(features, base_x: torch.Tensor, target_x: torch.Tensor, tar
         y = torch.nn.functional.one_hot(target_y[i:i + chunk], num_classes).double()
         gram += k_ts.T @ k_ts
         rhs += k_ts.T @ y
+        report(y.shape[0])
     return k_ss, gram, rhs
 
 
@@ -109,11 +116,12 @@ def krr_predict(k_xs: torch.Tensor, k_ss: torch.Tensor, labels: torch.Tensor, ri
     return k_xs @ torch.linalg.solve(_ridge_matrix(k_ss, ridge_lambda), labels.to(k_ss.dtype))
 
 
-def label_solve(cfg, data, arch: str) -> tuple[dict[float, torch.Tensor], dict]:
+def label_solve(cfg, data, arch: str, progress: Progress | None = None) -> tuple[dict[float, torch.Tensor], dict]:
     """Solved labels of the base examples for every configured lambda, and what made them.
 
     The kernel sees only the target set (a seeded subset of `solve.target_size`
     examples); lambdas, temperatures and steps are chosen later on validation.
+    Reports to `progress` as the phase 'solving labels', in images (base and target).
     """
     s = cfg.solve
     n_target = data.target_x.shape[0]
@@ -129,9 +137,10 @@ def label_solve(cfg, data, arch: str) -> tuple[dict[float, torch.Tensor], dict]:
                           f"{math.ceil(n / (features.dim / s.num_networks))}")
     if size < n:
         raise ConfigError(f"solve.target_size={size} is smaller than the {n} base examples; use at least {n}")
-    k_ss, gram, rhs = normal_equations(features, data.base_x, data.target_x[sel], data.target_y[sel],
-                                       data.num_classes)
-    labels = {lam: solve_labels(k_ss, gram, rhs, lam).float() for lam in s.ridge_lambdas}
+    with Meter(progress, SOLVING, n + size, "image", detail=f"features of {s.num_networks} random networks") as meter:
+        k_ss, gram, rhs = normal_equations(features, data.base_x, data.target_x[sel], data.target_y[sel],
+                                           data.num_classes, progress=meter_callback(meter))
+        labels = {lam: solve_labels(k_ss, gram, rhs, lam).float() for lam in s.ridge_lambdas}
     info = {"kernel": "random-features", "num_networks": s.num_networks, "features": features.dim,
             "target_size": size, "ridge_lambdas": list(s.ridge_lambdas)}
     return labels, info

@@ -1,9 +1,11 @@
 """Many runs at once: local processes, or Ray tasks on a cluster.
 
 A sweep is a list of config files. Every run is the ordinary command
-`python -m labeldistill.cli run CONFIG --out OUT --resume --quiet ...` in its
-own process, so a sweep behaves exactly like the runs it starts, a crash
-stays inside one run, and the printed re-run command is the real one.
+`python -m labeldistill.cli run CONFIG --out OUT --resume ...` in its own
+process, so a sweep behaves exactly like the runs it starts, a crash stays
+inside one run, and the printed re-run command is the real one. Its output
+goes to OUT/_sweep_logs/NAME.log, progress lines included (a log file is not
+a terminal: see `labeldistill.progress`).
 
 - Completed runs (their run directory holds result.json) are skipped, so a
   sweep that was stopped is continued by starting it again; unfinished runs
@@ -36,6 +38,7 @@ from typing import Callable, Sequence
 
 from . import config as config_mod
 from .errors import ConfigError, LabelDistillError, RunError
+from .progress import SWEEP, Meter, Progress
 from .results import RunDir
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -149,7 +152,7 @@ def _job(path: Path, overrides: Sequence[str], out: Path, seen: dict[str, Path],
                           "another `name` so that their run directories differ")
     seen[name] = path
     cmd = [python or sys.executable, "-m", "labeldistill.cli", "run", str(path), "--out", str(out),
-           "--resume", "--quiet"]
+           "--resume"]
     for item in overrides:
         cmd += ["--set", item]
     if data_root:
@@ -325,11 +328,10 @@ class RayBackend:
             self.ray.shutdown()
 
 
-def run_sweep(jobs: Sequence[Job], backend, progress: bool = True,
+def run_sweep(jobs: Sequence[Job], backend, progress: Progress | None = None,
               callback: Callback | None = None) -> SweepReport:
-    """Skip completed runs, run the rest on `backend`, return every outcome."""
-    from tqdm import tqdm
-
+    """Skip completed runs, run the rest on `backend`, return every outcome; `progress`
+    receives the phase 'sweep' in runs (completed ones count as done from the start)."""
     report = SweepReport()
     todo = []
     for job in jobs:
@@ -345,16 +347,15 @@ def run_sweep(jobs: Sequence[Job], backend, progress: bool = True,
             report.outcomes.append(Outcome(job, "conflict", returncode=2, message=job.conflict()))
         else:
             todo.append(job)
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="sweep", unit="run",
-               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    # Every finished run is reported (min_interval 0): runs end minutes apart.
+    meter = Meter(progress or None, SWEEP, len(jobs), "run", done=len(jobs) - len(todo), min_interval=0)
     failed = 0
 
     def done(outcome: Outcome) -> None:
         nonlocal failed
         report.outcomes.append(outcome)
         failed += outcome.status == "failed"
-        bar.update(1)
-        bar.set_postfix({"failed": failed, "last": outcome.job.name[-40:]}, refresh=True)
+        meter.advance(1, detail=f"{failed} failed, last {outcome.job.name}")
         if callback:
             callback(outcome)
 
@@ -362,6 +363,5 @@ def run_sweep(jobs: Sequence[Job], backend, progress: bool = True,
         if todo:
             backend.run(todo, done)
     finally:
-        bar.close()
         backend.stop()
     return report
