@@ -15,7 +15,7 @@ def test_toml_is_read_as_toml(tmp_path):
     p.write_text('name = "t"\nmethod = "baseline"\nseed = 3\n[data]\nsource = "mnist5k"\ntarget = "mnist5k"\n'
                  'num_base_examples = 20\n[distill]\nepochs = 2\n')
     cfg = C.load(p, ["evaluate.num_test_models=2"])
-    assert (cfg.name, cfg.method, cfg.seed) == ("t", "baseline", 3)
+    assert (cfg.name, cfg.method, cfg.seed) == ("t_num_test_models=2", "baseline", 3)  # the override names the run
     assert (cfg.data.num_base_examples, cfg.distill.epochs) == (20, 2)
     assert cfg.evaluate.num_test_models == 2
 
