@@ -37,7 +37,8 @@ def info_from_arrays(name: str, kind: str, path: Path, x_tr: np.ndarray, y_tr: n
     size = x_tr.shape[1]
     mean, std = mean_std(x_tr)
     if min(std) == 0:
-        raise data_error(f"the training images of {path} are all one constant colour (std 0); they cannot be normalised")
+        raise data_error(f"the training images of {path} are all one constant colour (std 0); "
+                         "they cannot be normalised")
     return DatasetInfo(
         name=name, num_classes=len(names), channels=channels, image_size=size, mean=mean, std=std,
         val_fraction=VAL_FRACTION, stats_gap=None, source_only=False, class_names=names,
@@ -86,11 +87,11 @@ def to_8bit(img, where: str):
         if mode == "F":
             if a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
                 raise data_error(f"{where}: a 32-bit float image with values {np.nanmin(a):.3g}..{np.nanmax(a):.3g}; "
-                             "save it with values in [0, 1], or as an 8- or 16-bit image")
+                                 "save it with values in [0, 1], or as an 8- or 16-bit image")
             return Image.fromarray(np.rint(a * 255.0).astype(np.uint8))
         if a.size and (a.min() < 0 or a.max() > 65535):
             raise data_error(f"{where}: a 32-bit integer image with values {a.min()}..{a.max()}; "
-                         "save it as an 8- or 16-bit image")
+                             "save it as an 8- or 16-bit image")
         return Image.fromarray(scale_uint16(a))
     if mode == "PA" or (mode == "P" and "transparency" in img.info):
         img, mode = img.convert("RGBA"), "RGBA"
@@ -99,8 +100,8 @@ def to_8bit(img, where: str):
         alpha, colour = a[..., -1], a[..., :-1]
         if alpha.min() != alpha.max() and colour.min() == colour.max():
             raise data_error(f"{where}: the image shows its content only through transparency (one colour, "
-                         "varying alpha), which is lost without the alpha channel; flatten it onto a background "
-                         "first (e.g. ImageMagick: mogrify -background white -flatten FILE)", limit=1000)
+                             "varying alpha), which is lost without the alpha channel; flatten it onto a background "
+                             "first (e.g. ImageMagick: mogrify -background white -flatten FILE)", limit=1000)
     return img.convert("L") if mode in _GRAY_MODES else img.convert("RGB")
 
 
@@ -116,10 +117,10 @@ def check_uniform(shapes: list[tuple[tuple[int, int], str]], where: Path) -> Non
     for shape, file in shapes:
         if shape != first:
             raise data_error(f"images in {where} have different sizes ({first[1]}x{first[0]} in {first_file}, "
-                         f"{shape[1]}x{shape[0]} in {file}); set data.image_size to resize them all to one size")
+                             f"{shape[1]}x{shape[0]} in {file}); set data.image_size to resize them all to one size")
     if first[0] != first[1]:
         raise data_error(f"images in {where} are {first[1]}x{first[0]} (width x height), not square; "
-                     "set data.image_size to resize them to a square size")
+                         "set data.image_size to resize them to a square size")
 
 
 def check_labels(where: str, y_tr: np.ndarray, y_te: np.ndarray | None,
@@ -138,7 +139,7 @@ def check_labels(where: str, y_tr: np.ndarray, y_te: np.ndarray | None,
         absent = sorted(set(range(k)) - set(np.unique(y_tr).tolist()))
         if absent:
             raise data_error(f"{where}: y_train has labels 0..{k - 1} but no example of class(es) "
-                         f"{', '.join(map(str, absent[:10]))}; labels must be 0..K-1 with every class present")
+                             f"{', '.join(map(str, absent[:10]))}; labels must be 0..K-1 with every class present")
         names = tuple(str(i) for i in range(k))
     if len(np.unique(y_tr)) < 2:
         raise data_error(f"{where}: y_train holds only one class; at least two classes are needed")
@@ -184,8 +185,8 @@ def image_array(obj, where: str, image_size: int | None) -> np.ndarray:
         if a.dtype.kind == "f":
             if a.size and (np.nanmin(a) < 0 or np.nanmax(a) > 1 or np.isnan(a).any()):
                 raise data_error(f"{where}: float images must hold values in [0, 1] (found {np.nanmin(a):.3g}.."
-                             f"{np.nanmax(a):.3g}); give uint8 images or undo the normalisation: labeldistill "
-                             "normalises with the training split's mean and std itself")
+                                 f"{np.nanmax(a):.3g}); give uint8 images or undo the normalisation: labeldistill "
+                                 "normalises with the training split's mean and std itself")
             a = np.rint(a * 255.0).astype(np.uint8)
         elif a.dtype == np.bool_:
             a = a.astype(np.uint8) * 255
@@ -221,7 +222,7 @@ def label_array(y, where: str, split: str) -> np.ndarray:
         y = y[:, 0]
     if y.ndim != 1 or y.dtype.kind not in "iu":
         raise data_error(f"{where}: {split} labels have dtype {y.dtype} and shape {tuple(y.shape)}; expected one "
-                     "integer class index (0..K-1) per image")
+                         "integer class index (0..K-1) per image")
     return y.astype(np.int64)
 
 
@@ -236,12 +237,12 @@ def finish_splits(where: str, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarr
     if x_te is not None:
         if x_tr.shape[1:] != x_te.shape[1:]:
             raise data_error(f"{where}: training images are {x_tr.shape[1:]} but test images are {x_te.shape[1:]}; "
-                         "set image_size to bring both to one size")
+                             "set image_size to bring both to one size")
         return x_tr, y_tr, x_te, y_te, names
     train_idx, test_idx = stratified_split(y_tr, test_fraction)
     if len(test_idx) == 0:
         raise data_error(f"{where} has too few images for a test split with test_fraction={test_fraction}; "
-                     "add images, raise the fraction, or give a test split")
+                         "add images, raise the fraction, or give a test split")
     return x_tr[train_idx], y_tr[train_idx], x_tr[test_idx], y_tr[test_idx], names
 
 

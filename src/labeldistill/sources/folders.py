@@ -54,9 +54,9 @@ def _classes(folder: Path, where: str) -> list[Path]:
     if not classes:
         if _image_files(folder):
             raise data_error(f"{folder} holds images but no class folders; put each class's images in "
-                         f"{where}/CLASS/ (class names are the folder names)")
+                             f"{where}/CLASS/ (class names are the folder names)")
         raise data_error(f"no class folders in {folder}; expected {where}/CLASS/*.png (or DIR/train/CLASS/... "
-                     "and DIR/test/CLASS/...)")
+                         "and DIR/test/CLASS/...)")
     return classes
 
 
@@ -80,8 +80,8 @@ def read_folder(path: Path, image_size: int | None, test_fraction: float):
         if not {"train", "test"} <= top:
             have, lack = ("train", "test") if "train" in top else ("test", "train")
             raise data_error(f"{path} has {have}/ but no {lack}/; give both {path}/train/CLASS/... and "
-                         f"{path}/test/CLASS/..., or put the class folders directly in {path} to split them "
-                         "by data.test_fraction")
+                             f"{path}/test/CLASS/..., or put the class folders directly in {path} to split them "
+                             "by data.test_fraction")
         train_classes = _classes(path / "train", f"{path}/train")
         test_classes = _classes(path / "test", f"{path}/test")
         names = [p.name for p in train_classes]
@@ -110,6 +110,6 @@ def read_folder(path: Path, image_size: int | None, test_fraction: float):
     train_idx, test_idx = stratified_split(y, test_fraction)
     if len(test_idx) == 0:
         raise data_error(f"{path} has too few images for a test split with data.test_fraction={test_fraction}; "
-                     "add images, raise the fraction, or give train/ and test/ folders")
+                         "add images, raise the fraction, or give train/ and test/ folders")
     return x[train_idx], y[train_idx], x[test_idx], y[test_idx], tuple(names)
 

@@ -35,7 +35,7 @@ def _hf_column(ds, given: str | None, kind: str, feature_type, candidates: tuple
         if c in columns:
             return c
     raise data_error(f"cannot tell which column of {where} holds the {kind} (columns: {', '.join(columns)}); "
-                 f"set data.{key}")
+                     f"set data.{key}")
 
 
 def read_hf(path: Path, image_size: int | None, test_fraction: float, image_column: str | None,
@@ -44,7 +44,7 @@ def read_hf(path: Path, image_size: int | None, test_fraction: float, image_colu
         import datasets
     except ImportError:
         raise data_error(f"{path} is a Hugging Face dataset (saved with save_to_disk); reading it needs the "
-                     "`datasets` library: pip install 'labeldistill[hf]'") from None
+                         "`datasets` library: pip install 'labeldistill[hf]'") from None
     try:
         obj = datasets.load_from_disk(str(path))
     except Exception as exc:
@@ -52,7 +52,7 @@ def read_hf(path: Path, image_size: int | None, test_fraction: float, image_colu
     if isinstance(obj, datasets.DatasetDict):
         if "train" not in obj:
             raise data_error(f"{path} has the splits {', '.join(obj)} but no 'train'; name the training split 'train' "
-                         "(and the test split 'test', else a test_fraction of train is held out)")
+                             "(and the test split 'test', else a test_fraction of train is held out)")
         train, test = obj["train"], obj.get("test")
     else:
         train, test = obj, None

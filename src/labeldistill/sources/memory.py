@@ -97,7 +97,8 @@ def _images_of(x, where: str, image_size: int | None) -> np.ndarray:
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
     if x.ndim not in (3, 4):
-        raise data_error(f"{where}: images have shape {tuple(x.shape)}; expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
+        raise data_error(f"{where}: images have shape {tuple(x.shape)}; "
+                         "expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
     if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
         x = np.moveaxis(x, 1, -1)
     if x.ndim == 4 and x.shape[-1] == 1:
@@ -105,7 +106,7 @@ def _images_of(x, where: str, image_size: int | None) -> np.ndarray:
     if x.dtype == np.uint8 and image_size is None and (x.ndim == 3 or x.shape[-1] == 3):
         if x.shape[1] != x.shape[2]:
             raise data_error(f"{where}: images are {x.shape[2]}x{x.shape[1]} (width x height), not square; "
-                         "pass image_size to resize them")
+                             "pass image_size to resize them")
         return np.array(x, copy=True)  # the dataset must not change when the caller's array does
     return stack_images([image_array(im, where, image_size) for im in x], where)
 
@@ -152,7 +153,7 @@ def _dataset_items(ds, where: str, image_size: int | None) -> tuple[np.ndarray, 
         label = np.asarray(label)
         if label.size != 1:
             raise data_error(f"{where}: item {i} has a label of shape {tuple(label.shape)}; expected one integer class "
-                         "index (0..K-1), not a one-hot or soft label")
+                             "index (0..K-1), not a one-hot or soft label")
         labels.append(label.reshape(()))
     return stack_images(images, where), label_array(np.stack(labels), where, "train")
 
@@ -195,6 +196,6 @@ def as_dataset_name(data, *, name: str | None = None, role: str = "data", image_
         arrays, names = _arrays(*data, *(None,) * (4 - len(data)), where, image_size), None
     else:
         raise data_error(f"cannot use a {type(data).__name__} as a dataset; give a dataset name, a path (.npz, image "
-                     "folder or a Hugging Face save_to_disk folder), a torch Dataset, a (train, test) pair of "
-                     "Datasets, or arrays (x, y) or (x_train, y_train, x_test, y_test)")
+                         "folder or a Hugging Face save_to_disk folder), a torch Dataset, a (train, test) pair of "
+                         "Datasets, or arrays (x, y) or (x_train, y_train, x_test, y_test)")
     return _register(name, *arrays, _names(names), test_fraction, role=role)

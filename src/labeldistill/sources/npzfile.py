@@ -33,8 +33,9 @@ def read_npz(path: Path, image_size: int | None):
         with archive:
             missing = [k for k in NPZ_KEYS if k not in archive.files]
             if missing:
-                raise data_error(f"{path} has no {', '.join(missing)} (has {', '.join(sorted(archive.files)) or 'nothing'}); "
-                             f"a dataset archive needs {', '.join(NPZ_KEYS)}")
+                have = ", ".join(sorted(archive.files)) or "nothing"
+                raise data_error(f"{path} has no {', '.join(missing)} (has {have}); "
+                                 f"a dataset archive needs {', '.join(NPZ_KEYS)}")
             arrays = {k: archive[k] for k in NPZ_KEYS}
             names = archive["class_names"] if "class_names" in archive.files else None
     except DataError:
@@ -77,6 +78,6 @@ def _npz_split(path: Path, x: np.ndarray, y: np.ndarray, split: str, image_size:
         x = np.stack([np.asarray(resize(Image.fromarray(im), image_size), dtype=np.uint8) for im in x])
     elif image_size is None and h != w:
         raise data_error(f"{path}: x_{split} images are {w}x{h} (width x height), not square; "
-                     "set data.image_size to resize them to a square size")
+                         "set data.image_size to resize them to a square size")
     return x, y.astype(np.int64)
 
