@@ -18,6 +18,8 @@ from PIL import Image
 from labeldistill import cli
 from labeldistill import sources as S
 from labeldistill.errors import ConfigError, DataError
+from labeldistill.sources import downloads
+from labeldistill.sources.official import LAYOUTS
 
 PACKAGE = Path(S.__file__).resolve().parents[1]
 
@@ -98,6 +100,24 @@ def test_registered_dataset_resolves_to_its_entry(name):
     source = S.resolve(name, root="/nonexistent", download=False)
     assert isinstance(source, S.DataSource) and source.name == name
     assert source.info() is S.DATASETS[name]  # no data is read to know a registered dataset
+    if isinstance(source, S.RegisteredSource):
+        assert name in LAYOUTS, f"registered dataset '{name}' has no official file layout to read"
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_official_layout_missing_without_download_is_one_line(name, tmp_path, monkeypatch):
+    def no_download(*args, **kwargs):
+        pytest.fail("must not download")
+
+    monkeypatch.setattr(downloads, "download_url", no_download)
+    monkeypatch.setattr(downloads, "download_and_extract_archive", no_download)
+    root = tmp_path.resolve()
+    with pytest.raises(DataError) as err:
+        S.load_raw(name, root, download=False)
+    text = str(err.value)
+    assert "\n" not in text and "downloading is off" in text and "--data-root" in text
+    assert str(root / f"{name}.npz") in text and LAYOUTS[name].looked_for(root) in text
+    assert list(root.iterdir()) == []  # nothing created
 
 
 def test_registered_kinds():
