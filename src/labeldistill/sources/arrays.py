@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import DataError
 from ..seeding import derive_seed
@@ -79,8 +80,6 @@ def to_8bit(img, where: str):
     alpha channel (constant colour, varying transparency) is refused: no
     background to flatten it onto is right for every dataset, so the user picks one.
     """
-    from PIL import Image
-
     mode = img.mode
     if mode in ("I", "F") or mode.startswith("I;16"):
         a = np.asarray(img)
@@ -106,8 +105,6 @@ def to_8bit(img, where: str):
 
 
 def resize(img, size: int):
-    from PIL import Image
-
     return img.resize((size, size), Image.BILINEAR)
 
 
@@ -168,8 +165,6 @@ def stratified_split(labels: np.ndarray, test_fraction: float) -> tuple[np.ndarr
 def image_array(obj, where: str, image_size: int | None) -> np.ndarray:
     """One image as uint8 (H, W) or (H, W, 3): a PIL image, or an array/tensor of shape (H, W),
     (H, W, 1|3) or (1|3, H, W), uint8 or floats in [0, 1]; resized to image_size if given."""
-    from PIL import Image
-
     if isinstance(obj, Image.Image):
         img = to_8bit(obj, where)
     else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..errors import DataError
 from .arrays import IMAGE_SUFFIXES, check_uniform, data_error, resize, stratified_split, to_8bit
@@ -29,8 +30,6 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _read_image(path: Path, image_size: int | None) -> np.ndarray:
-    from PIL import Image
-
     try:
         with Image.open(path) as img:
             mode = img.mode

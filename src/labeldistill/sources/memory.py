@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from .arrays import (DEFAULT_TEST_FRACTION, data_error, finish_splits, image_array, info_from_arrays, label_array,
                      same_channels, stack_images)
@@ -185,8 +186,6 @@ def as_dataset_name(data, *, name: str | None = None, role: str = "data", image_
     Data held in memory is registered as ``memory:NAME``, without `name` as ``memory:ROLE-HASH``."""
     if isinstance(data, (str, os.PathLike)):
         return os.fspath(data)
-    from torch.utils.data import Dataset
-
     where = MEMORY_PREFIX + (name or role)
     if isinstance(data, Dataset):
         arrays, names = _torch_arrays(data, None, where, image_size), getattr(data, "classes", None)

@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..errors import DataError
 from .arrays import SUPPORTED_FORMATS, check_labels, data_error, resize, scale_uint16
@@ -73,8 +74,6 @@ def _npz_split(path: Path, x: np.ndarray, y: np.ndarray, split: str, image_size:
         raise data_error(f"{path}: x_{split} is empty")
     h, w = x.shape[1:3]
     if image_size is not None and (h, w) != (image_size, image_size):
-        from PIL import Image
-
         x = np.stack([np.asarray(resize(Image.fromarray(im), image_size), dtype=np.uint8) for im in x])
     elif image_size is None and h != w:
         raise data_error(f"{path}: x_{split} images are {w}x{h} (width x height), not square; "

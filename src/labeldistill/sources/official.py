@@ -154,7 +154,7 @@ class Layout:
     find: Callable[[Path], object | None]      # -> a handle for load, or None if absent
     load: Callable[[DatasetInfo, object], RawData]
     download: Callable[[Path], None]
-    # class names the files carry (CIFAR-100 meta, CUB classes.txt), or None: the registry's stand
+    # class names the files carry (CIFAR meta, CUB classes.txt), or None: the registry's names stand
     class_names: Callable[[object], list[str] | None] = _no_class_names
 
 
