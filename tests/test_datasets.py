@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from labeldistill import datasets as ds
+from labeldistill.sources import downloads
 from labeldistill.errors import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -479,13 +480,13 @@ def test_k49_download_uses_official_urls(tmp_path, monkeypatch):
         Path(root).mkdir(parents=True, exist_ok=True)
         shutil.copy(src / filename, Path(root) / filename)
 
-    monkeypatch.setattr(ds, "_download_url", fake_download_url)
+    monkeypatch.setattr(downloads, "download_url", fake_download_url)
     root = tmp_path / "data"
     raw = ds.load_raw("k49", root)
     assert calls == [f"http://codh.rois.ac.jp/kmnist/dataset/k49/{f}" for f in ds.K49_FILES]
     assert raw.x_train.shape == (98, 28, 28) and np.array_equal(raw.x_test.numpy(), arrays[2])
     ds.clear_cache()
-    monkeypatch.setattr(ds, "_download_url", lambda *a, **k: pytest.fail("downloaded again"))
+    monkeypatch.setattr(downloads, "download_url", lambda *a, **k: pytest.fail("downloaded again"))
     assert ds.load_raw("k49", root).x_train.shape == (98, 28, 28)
 
 
@@ -501,7 +502,7 @@ def test_cub_download_and_extract(tmp_path, monkeypatch):
             raise urllib.error.URLError("mirror down")
         shutil.copytree(src / "CUB_200_2011", Path(root) / "CUB_200_2011")
 
-    monkeypatch.setattr(ds, "_download_and_extract_archive", fake_download_and_extract)
+    monkeypatch.setattr(downloads, "download_and_extract_archive", fake_download_and_extract)
     raw = ds.load_raw("cub", tmp_path / "data")
     assert calls[0][0] == "https://data.caltech.edu/records/65de6-vzs04/files/CUB_200_2011.tgz"
     assert calls[0][1] == "CUB_200_2011.tgz" and calls[0][2] == ds.CUB_MD5 and len(calls) == 2
@@ -535,8 +536,8 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
-    monkeypatch.setattr(ds, "_download_url", offline)
-    monkeypatch.setattr(ds, "_download_and_extract_archive", offline)
+    monkeypatch.setattr(downloads, "download_url", offline)
+    monkeypatch.setattr(downloads, "download_and_extract_archive", offline)
     for name, expected in [("kmnist", "torchvision's KMNIST files"), ("k49", "k49-train-imgs.npz"),
                            ("cub", "CUB_200_2011"), ("cifar100", "cifar-100-python"), ("svhn", "train_32x32.mat")]:
         with pytest.raises(DataError) as err:
@@ -550,8 +551,8 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
 
 
 def test_missing_without_download(tmp_path, monkeypatch):
-    monkeypatch.setattr(ds, "_download_url", lambda *a, **k: pytest.fail("must not download"))
-    monkeypatch.setattr(ds, "_download_and_extract_archive", lambda *a, **k: pytest.fail("must not download"))
+    monkeypatch.setattr(downloads, "download_url", lambda *a, **k: pytest.fail("must not download"))
+    monkeypatch.setattr(downloads, "download_and_extract_archive", lambda *a, **k: pytest.fail("must not download"))
     with pytest.raises(DataError) as err:
         ds.load_raw("kmnist", tmp_path, download=False)
     text = _assert_one_line(err)

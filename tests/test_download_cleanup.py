@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from labeldistill import datasets as ds
+from labeldistill.sources import downloads
 from labeldistill.errors import DataError
 
 
@@ -42,8 +43,8 @@ def patch_downloads(monkeypatch, fetch):
 
     monkeypatch.setattr(tv_mnist, "download_and_extract_archive",
                         lambda url, download_root, **kw: fetch(url, download_root, **kw))
-    monkeypatch.setattr(ds, "_download_url", fetch)
-    monkeypatch.setattr(ds, "_download_and_extract_archive", fetch)
+    monkeypatch.setattr(downloads, "download_url", fetch)
+    monkeypatch.setattr(downloads, "download_and_extract_archive", fetch)
 
 
 @pytest.mark.parametrize("name", ["kmnist", "k49", "svhn", "cifar10", "cub"])

@@ -90,18 +90,18 @@ def test_uint16_npz_and_arrays_are_scaled(tmp_path):
 
 @pytest.mark.parametrize("mode,dtype", [("I;16", "<u2"), ("I;16L", "<u2"), ("I;16B", ">u2"), ("I", "<i4")])
 def test_every_16bit_mode_is_scaled(mode, dtype):
-    from labeldistill.userdata import _to_8bit
+    from labeldistill.sources.arrays import to_8bit
 
     a = grey16(3)
     img = Image.frombytes(mode, (8, 8), a.astype(dtype).tobytes())
-    out = _to_8bit(img, "x.png")
+    out = to_8bit(img, "x.png")
     assert out.mode == "L" and np.array_equal(np.asarray(out), as_8bit(a))
 
 
 def test_32bit_integer_image_beyond_16_bits_is_refused():
-    from labeldistill.userdata import _to_8bit
+    from labeldistill.sources.arrays import to_8bit
 
     img = Image.frombytes("I", (2, 1), np.array([0, 70000], "<i4").tobytes())
     with pytest.raises(DataError, match="x.png: a 32-bit integer image with values 0..70000; save it as an 8- or "
                                         "16-bit"):
-        _to_8bit(img, "x.png")
+        to_8bit(img, "x.png")

@@ -19,12 +19,11 @@ from .config import Config, DataConfig, DistillConfig, EvalConfig
 from .config import load as load_config
 from .config import with_overrides
 from .data import TaskData, prepare
-from .datasets import dataset_names, get_info, load_raw
 from .experiment import Experiment, run_experiment
 from .errors import ConfigError, DataError, LabelDistillError, RunError
 from .evaluate import Recipe, train_and_evaluate
 from .models import create_model, list_models, register_model, unregister_model
-from .userdata import from_arrays, from_torch
+from .sources import dataset_names, from_arrays, from_torch, get_info, load_raw
 
 __version__ = "0.1.0"
 

@@ -10,7 +10,7 @@ results, run directory and artifact) and returns a `DistillResult`::
 
 Datasets may be registered names, paths (.npz, image folders, Hugging Face
 `save_to_disk` folders), torch `Dataset`s or arrays (see
-:func:`labeldistill.userdata.as_dataset_name`); architectures registered
+:func:`labeldistill.sources.as_dataset_name`); architectures registered
 names or "package.module:factory" paths, or a factory callable.
 """
 from __future__ import annotations
@@ -113,7 +113,7 @@ def distill(base: Any, target: Any = None, *, method: str = "ld-rr", arch: str |
     run_dir = Path(out) / cfg.run_name if out is not None else None
     artifact = run_dir / result["artifact"] if run_dir is not None and result.get("artifact") else None
     from .data import dataset_options
-    from .datasets import get_info
+    from .sources import get_info
 
     info = get_info(cfg.data.target, **dataset_options(cfg.data))
     if cfg.method.startswith("dd-"):  # image distillation: the synthetic images, not real ones
@@ -129,7 +129,7 @@ def distill(base: Any, target: Any = None, *, method: str = "ld-rr", arch: str |
 
 
 def _dataset(data: Any, role: str, image_size: int | None) -> str:
-    from .userdata import as_dataset_name
+    from .sources import as_dataset_name
 
     return as_dataset_name(data, role=role, image_size=image_size)
 
@@ -137,7 +137,7 @@ def _dataset(data: Any, role: str, image_size: int | None) -> str:
 def _base_images(cfg, info, data_root, result: dict) -> torch.Tensor:
     """The base images in [0, 1] in the shape of the target `info`: re-read from the source by their indices."""
     from .data import dataset_options, to_pixels
-    from .datasets import load_raw
+    from .sources import load_raw
 
     indices = torch.as_tensor(result["base_indices"])
     if cfg.data.source == "fake" or (indices < 0).any():

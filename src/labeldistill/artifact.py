@@ -360,7 +360,7 @@ def evaluate_artifact(ds: DistilledDataset, *, arch: str | None = None, optimize
 
     from .progress import TESTING, Meter, meter_callback
 
-    from .datasets import get_info
+    from .sources import get_info
     from .evaluate import DEFAULT_LR, accuracy_summary, check_not_diverged, lr_advice, train_and_evaluate
     from .models import check_arch
     from .seeding import derive_seed
@@ -435,7 +435,7 @@ def load_test_set(name: str, root: str | None = None, device: str | torch.device
     """The target's official test split, preprocessed exactly as `data.prepare` does
     (`options`: how a dataset of one's own is read; `mean`, `std`: data.mean / data.std)."""
     from .data import preprocess
-    from .datasets import get_info, load_raw
+    from .sources import get_info, load_raw
 
     info = get_info(name, **options, mean=mean, std=std)
     raw = load_raw(name, root=root, download=download, **options)

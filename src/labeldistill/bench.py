@@ -55,7 +55,7 @@ def _mnist_like(root: str | None, n: int, gen: torch.Generator) -> tuple[torch.T
     if root is not None:
         try:
             from .data import to_pixels
-            from .datasets import get_info, load_raw
+            from .sources import get_info, load_raw
 
             raw = load_raw("mnist", root=root, download=False)
             info = get_info("mnist")

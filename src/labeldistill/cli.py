@@ -269,7 +269,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .datasets import DATASETS
+    from .sources import DATASETS
 
     for name, info in sorted(DATASETS.items()):
         print(f"{name:<14} {info.num_classes:>3} classes  {info.channels}x{info.image_size}x{info.image_size}  "

@@ -57,11 +57,11 @@ class DataConfig:
     target_set_size: int | None = None
     root: str | None = None
     download: bool = True
-    # Datasets named by a path (a .npz file or an image folder; see userdata.py):
+    # Datasets named by a path (a .npz file or an image folder; see sources/paths.py):
     # None keeps the data's own image size, N resizes every image to NxN.
     image_size: int | None = None
     # An image folder without train/ and test/ is split by class, this fraction to test
-    # (fixed seed: the same split for every run). Same default as userdata.DEFAULT_TEST_FRACTION.
+    # (fixed seed: the same split for every run). Same default as sources.DEFAULT_TEST_FRACTION.
     test_fraction: float = 0.2
     # A Hugging Face dataset folder (save_to_disk): the columns of the images and the labels;
     # None finds them (the Image / ClassLabel feature, else a usual name such as image / label).
@@ -175,7 +175,7 @@ class Config:
             return self.name
         d = self.data
         from .results import safe_run_name  # a run folder is one safe path component
-        from .userdata import short_name  # a dataset path becomes its file or folder name
+        from .sources import short_name  # a dataset path becomes its file or folder name
 
         return safe_run_name(f"{self.method}_{short_name(d.source)}_to_{short_name(d.target)}_"
                              f"{d.num_base_examples}be_{self.seed}s")
@@ -208,7 +208,7 @@ class Config:
         """Window and patience of the online model's resets (SPEC 4.3)."""
         if self.distill.stats_gap is not None:
             return self.distill.stats_gap
-        from .datasets import DATASETS
+        from .sources import DATASETS
 
         info = DATASETS.get(self.data.target)
         if info is not None and info.stats_gap is not None:
@@ -585,7 +585,7 @@ def experiment_dict(cfg: Config) -> dict[str, Any]:
 
 def _name_value(key: str, value: Any) -> str:
     """A value as it appears in a run name: paths as their file or folder name, one safe word."""
-    from .userdata import short_name
+    from .sources import short_name
 
     if isinstance(value, (list, tuple)):
         return ",".join(_name_value(key, v) for v in value) or "none"
@@ -642,12 +642,10 @@ def override_name(before: Config, after: Config, keys: Iterable[str]) -> str:
 
 def validate(cfg: Config) -> Config:
     """Check values that need no data: names, ranges and sizes."""
-    from .datasets import DATASETS
     from .heads import RR_GRADIENTS
     from .models import check_arch
     from .results import run_name_problem
-    from .userdata import _MEMORY as MEMORY
-    from .userdata import is_memory_name, is_path_name
+    from .sources import DATASETS, check_dataset_name, is_path_name
 
     def need(cond: bool, msg: str) -> None:
         if not cond:
@@ -660,17 +658,7 @@ def validate(cfg: Config) -> Config:
                               "choose another, or leave it empty for an automatic name")
     need(cfg.method in METHODS, f"unknown method '{cfg.method}'{did_you_mean(cfg.method, METHODS)}; known: {', '.join(METHODS)}")
     for key in ("source", "target"):
-        name = getattr(cfg.data, key)
-        if is_memory_name(name):  # from_arrays / from_torch, in this process
-            need(name in MEMORY, f"data.{key}: no in-memory dataset '{name}' in this process; create it with "
-                                 "labeldistill.from_arrays(...) or labeldistill.from_torch(...)")
-            continue
-        if is_path_name(name):  # a dataset of the user's own; read (and checked) when a run loads it
-            need(Path(name).expanduser().exists(), f"data.{key}: no such file or folder: {name}")
-            continue
-        need(name in DATASETS, f"unknown dataset '{name}' for data.{key}{did_you_mean(name, DATASETS)}; known: "
-             f"{', '.join(sorted(DATASETS))}, or a path to a .npz file, an image folder or a Hugging Face "
-             "dataset folder")
+        check_dataset_name(getattr(cfg.data, key), key)
     need(cfg.data.target != "fake", "data.target cannot be 'fake': fake noise is only a source of base examples")
     if cfg.arch is not None:
         check_arch(cfg.arch)

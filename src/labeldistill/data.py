@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from .config import Config
-from .datasets import DatasetInfo, get_info, load_raw
 from .errors import ConfigError, DataError
 from .seeding import generator
-from .userdata import DEFAULT_TEST_FRACTION
+from .sources import DEFAULT_TEST_FRACTION, DatasetInfo, get_info, load_raw
 
 
 @dataclass

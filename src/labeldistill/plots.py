@@ -103,7 +103,7 @@ def _data_options(r: Run) -> dict:
 
 
 def _target_class_names(r: Run) -> list[str]:
-    from .datasets import get_info
+    from .sources import get_info
 
     try:
         names = list(get_info(r["target"], **_data_options(r)).class_names)
@@ -117,7 +117,7 @@ def base_images(r: Run, data_root: str | None = None) -> np.ndarray:
     """The run's base images as (n, H, W) or (n, H, W, 3) floats in [0, 1], upright for display."""
     import torch
 
-    from .datasets import load_raw
+    from .sources import load_raw
 
     synthetic = r.path / "synthetic_images.pt"
     if synthetic.is_file():  # image distillation: the learned pixels (n, C, H, W) in [0, 1]
