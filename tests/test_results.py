@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import labeldistill as ld
+from labeldistill import datasets
+from labeldistill.artifact import load_distilled
 from labeldistill.cli import main
 from labeldistill.errors import RunFileError
 from labeldistill.report import find_runs
@@ -18,7 +21,7 @@ from labeldistill.results import RESULT_VERSION, RunDir, RunResult
 # --set evaluate.step_grid=[50]`, written by the version before results had a version (main at ac5b290).
 V1 = Path(__file__).parent / "fixtures" / "result_v1"
 V1_NAME = "tiny_mnist5k_baseline_num_test_models=2_step_grid=50"
-
+TINY = {"evaluate.num_test_models": 1, "evaluate.step_grid": [20]}
 
 
 def v1_run(tmp_path) -> Path:
@@ -75,3 +78,51 @@ def test_a_run_folder_of_the_previous_version_reports_resumes_exports_and_evalua
     capsys.readouterr()
     assert main(["evaluate", str(run), "--quiet"]) == 0
     assert "test accuracy" in capsys.readouterr().out.lower()
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return out, ld.distill("mnist5k", method="baseline", num_base_examples=10, out=out, name="base10", overrides=TINY)
+
+
+def _no_dataset_reads(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("the dataset was read again")
+    monkeypatch.setattr(datasets, "load_raw", refuse)
+
+
+def test_api_images_are_the_stored_base_images_not_a_reread(baseline_run, monkeypatch):
+    from labeldistill.api import _reread_base_images
+    from labeldistill.datasets import get_info
+
+    out, r = baseline_run
+    cfg = ld.config.from_dict(RunDir(r.run_dir).read_config())
+    reread = _reread_base_images(cfg, get_info("mnist5k"), None, r.result)
+    assert r.images.shape == (10, 1, 28, 28) and torch.equal(r.images, reread)
+    assert torch.equal(load_distilled(r.artifact).pixels, reread)
+    _no_dataset_reads(monkeypatch)  # a finished run read back: its images come from the artifact
+    again = ld.distill("mnist5k", method="baseline", num_base_examples=10, out=out, name="base10",
+                       overrides=TINY, resume=True)
+    assert again.result.pixels is None and torch.equal(again.images, reread)
+
+
+def test_plot_draws_base_images_from_the_artifact_without_the_dataset(baseline_run, monkeypatch, tmp_path):
+    from labeldistill.plots import base_images
+
+    out, r = baseline_run
+    _no_dataset_reads(monkeypatch)
+    (run,) = find_runs([out])
+    shown = base_images(run)
+    assert shown.shape == (10, 28, 28) and torch.equal(torch.from_numpy(shown), r.images[:, 0])
+    assert main(["plot", str(out), "--out", str(tmp_path / "fig")]) == 0
+    assert (tmp_path / "fig" / "runs" / "base10_labels.png").is_file()
+
+
+def test_image_distillation_without_out_returns_its_synthetic_images(tmp_path):
+    tiny = {**TINY, "data.target_set_size": 1024, "distill.batch_size": 512}
+    r = ld.distill("mnist5k", method="dd-rr", num_base_examples=10, epochs=1, out=None, overrides=tiny)
+    assert r.images.shape == (10, 1, 28, 28) and r.run_dir is None and r.artifact is None
+    kept = ld.distill("mnist5k", method="dd-rr", num_base_examples=10, epochs=1, out=tmp_path, overrides=tiny)
+    assert torch.equal(r.images, kept.images)  # same seed, same images, with or without a folder
+    assert torch.equal(load_distilled(kept.artifact).pixels, kept.images)
