@@ -80,8 +80,8 @@ def test_image_distillation_artifact_is_synthetic_with_one_hot_labels(runs):
     assert 0 <= float(ds.pixels.min()) and float(ds.pixels.max()) <= 1
     assert torch.equal(ds.labels, torch.nn.functional.one_hot(torch.arange(20) % 10, 10).float())
     assert (ds.tensors["base_indices"] == -1).all()
-    saved = torch.load(run_dir / "synthetic_images.pt")
-    assert torch.equal(ds.pixels, saved)
+    assert torch.equal(ds.pixels, result["pixels"])  # the artifact is the one stored copy of the images
+    assert not (run_dir / "synthetic_images.pt").exists()
 
 
 def test_kd_run_records_teacher_and_valid_soft_labels(runs):
@@ -257,18 +257,34 @@ def test_cli_evaluate_prints_and_writes_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("method", ["ld-rr", "dd-rr"])
-def test_export_rewrites_the_same_artifact(runs, tmp_path, method):
+def test_export_rewrites_the_same_artifact_from_the_stored_copy(runs, tmp_path, method, monkeypatch):
     import shutil
 
+    from labeldistill import datasets
     from labeldistill.artifact import export_run
 
     _, run_dir = runs[method]
     copy = tmp_path / run_dir.name
     shutil.copytree(run_dir, copy)
     original = load_distilled(run_dir)
+
+    def refuse(*a, **k):
+        raise AssertionError("the dataset was read again")
+
+    with monkeypatch.context() as m:  # the artifact is the stored copy: no dataset is read
+        m.setattr(datasets, "load_raw", refuse)
+        export_run(copy)
+    again = load_distilled(copy)
+    assert torch.equal(again.pixels, original.pixels) and torch.equal(again.labels, original.labels)
+    assert again.card == {**original.card, "tensor_file_sha256": again.card["tensor_file_sha256"]}
+    assert torch.equal(again.tensors["base_indices"], original.tensors["base_indices"])
     (copy / TENSOR_FILE).unlink()
     (copy / CARD_FILE).unlink()
-    export_run(copy)
+    if method == "dd-rr":  # synthetic images were stored only there
+        with pytest.raises(DataError, match="synthetic images .* stored only in its artifact"):
+            export_run(copy)
+        return
+    export_run(copy)  # real base images: selected again from the config's seed
     again = load_distilled(copy)
     assert torch.equal(again.pixels, original.pixels) and torch.equal(again.labels, original.labels)
     assert again.card["recipe"] == original.card["recipe"] and again.card["accuracy"] == original.card["accuracy"]

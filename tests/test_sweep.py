@@ -1,6 +1,7 @@
 """Sweeps: local processes and a real local Ray instance; skip finished runs, resume after a kill, list failures."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -124,8 +125,33 @@ def test_local_backend_runs_every_job_in_parallel_processes(tmp_path):
     report = sweep.run_sweep(jobs, sweep.LocalBackend(workers=2, threads=1), progress=False)
     assert sorted(o.status for o in report.outcomes) == ["done", "done"]
     assert all(j.status() == "done" for j in jobs)
-    # Every child got the divided thread count.
-    assert all(j.log_path.read_text().startswith("$ ") for j in jobs)
+
+
+# A stand-in for `labeldistill run`: records the threads it was given and marks its run finished.
+_THREAD_PROBE = """
+import json, os, sys
+import torch
+seen = {"torch": torch.get_num_threads(), **{v: os.environ.get(v) for v in sys.argv[2:]}}
+os.makedirs(sys.argv[1], exist_ok=True)
+with open(os.path.join(sys.argv[1], "result.json"), "w") as f:
+    json.dump(seen, f)
+"""
+
+
+def test_every_child_runs_with_the_thread_count_it_was_given(tmp_path):
+    jobs = [sweep.Job(tmp_path / f"c{i}.yaml", f"probe{i}",
+                      [sys.executable, "-c", _THREAD_PROBE, str(tmp_path / "runs" / f"probe{i}"), *sweep.THREAD_VARS],
+                      sweep.RunDir(tmp_path / "runs" / f"probe{i}"), tmp_path / "logs" / f"probe{i}.log")
+            for i in range(2)]
+    # A count other than this process's (torch caps its pool at the cores it may use).
+    threads = 2 if os.environ.get("OMP_NUM_THREADS") != "2" else 1
+    if threads > len(os.sched_getaffinity(0)):
+        pytest.skip("needs two cores to tell the given thread count from the inherited one")
+    report = sweep.run_sweep(jobs, sweep.LocalBackend(workers=2, threads=threads), progress=False)
+    assert [o.status for o in report.outcomes] == ["done", "done"], [o.message for o in report.outcomes]
+    for job in jobs:
+        seen = json.loads((job.run_dir.path / "result.json").read_text())
+        assert seen == {"torch": threads, **{var: str(threads) for var in sweep.THREAD_VARS}}
 
 
 def _ray_sweep(tmp_path, count):

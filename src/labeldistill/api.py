@@ -23,6 +23,7 @@ import torch
 
 from . import config as config_mod
 from .errors import ConfigError
+from .results import RunResult
 
 __all__ = ["DistillResult", "distill"]
 
@@ -31,11 +32,13 @@ __all__ = ["DistillResult", "distill"]
 class DistillResult:
     """What `distill` made: the labels of the base images and how well they teach.
 
-    `images` are the base images in [0, 1] as the models saw them before
-    normalisation (n, C, H, W); `labels` their soft labels (n, classes);
+    `images` are the base images (the synthetic ones for image distillation) in
+    [0, 1] as the models saw them before normalisation (n, C, H, W), never read
+    from the dataset again for a run that has its artifact; `labels` their soft labels (n, classes);
     `accuracy` and `accuracy_std` the mean and std of the test accuracy (%) of
-    the `result["test_accuracy"]` test models; `run_dir` and `artifact` where the
-    run and its portable distilled dataset were written (None without `out`).
+    the `result.test_accuracy` test models (`result`: the run's `results.RunResult`);
+    `run_dir` and `artifact` where the run and its portable distilled dataset were
+    written (None without `out`).
     """
 
     labels: torch.Tensor
@@ -46,11 +49,11 @@ class DistillResult:
     num_steps: int
     run_dir: Path | None
     artifact: Path | None
-    result: dict = field(repr=False)
+    result: RunResult = field(repr=False)
 
     def __repr__(self) -> str:
-        return (f"DistillResult({self.result['method']}: {len(self.labels)} base examples, test accuracy "
-                f"{self.accuracy:.2f} +- {self.accuracy_std:.2f} % over {len(self.result['test_accuracy'])} models, "
+        return (f"DistillResult({self.result.method}: {len(self.labels)} base examples, test accuracy "
+                f"{self.accuracy:.2f} +- {self.accuracy_std:.2f} % over {len(self.result.test_accuracy)} models, "
                 f"{self.num_steps} steps, run_dir={str(self.run_dir) if self.run_dir else None!r})")
 
 
@@ -111,20 +114,17 @@ def distill(base: Any, target: Any = None, *, method: str = "ld-rr", arch: str |
                             root=str(data_root) if data_root is not None else None, progress=progress,
                             resume=resume, overwrite=overwrite, handle_signals=False)
     run_dir = Path(out) / cfg.run_name if out is not None else None
-    artifact = run_dir / result["artifact"] if run_dir is not None and result.get("artifact") else None
+    if not isinstance(result, RunResult):  # a run that just finished (a resumed finished one is read back)
+        result = RunResult.from_run(result)
+    artifact = run_dir / result.artifact if run_dir is not None and result.artifact else None
     from .data import dataset_options
     from .sources import get_info
 
     info = get_info(cfg.data.target, **dataset_options(cfg.data))
-    if cfg.method.startswith("dd-"):  # image distillation: the synthetic images, not real ones
-        saved = run_dir / "synthetic_images.pt" if run_dir is not None else None
-        images = torch.load(saved, weights_only=True) if saved is not None and saved.is_file() else torch.empty(0)
-    else:
-        images = _base_images(cfg, info, data_root, result)
     return DistillResult(
-        labels=torch.as_tensor(result["labels"]), images=images,
-        class_names=list(info.class_names), accuracy=float(result["test_accuracy_mean"]),
-        accuracy_std=float(result["test_accuracy_std"]), num_steps=int(result["num_steps"]),
+        labels=result.labels, images=_images(result, run_dir, cfg, info, data_root),
+        class_names=list(info.class_names), accuracy=float(result.test_accuracy_mean),
+        accuracy_std=float(result.test_accuracy_std), num_steps=result.num_steps,
         run_dir=run_dir, artifact=artifact, result=result)
 
 
@@ -134,12 +134,24 @@ def _dataset(data: Any, role: str, image_size: int | None) -> str:
     return as_dataset_name(data, role=role, image_size=image_size)
 
 
-def _base_images(cfg, info, data_root, result: dict) -> torch.Tensor:
-    """The base images in [0, 1] in the shape of the target `info`: re-read from the source by their indices."""
+def _images(result: RunResult, run_dir: Path | None, cfg, info, data_root) -> torch.Tensor:
+    """The images the labels belong to: those the run just used, else the run's stored copy
+    (its artifact); only runs from before artifacts re-read real base images from the source."""
+    if result.pixels is not None:
+        return result.pixels
+    from .artifact import run_pixels
+
+    stored = run_pixels(run_dir, result) if run_dir is not None else None
+    return stored if stored is not None else _reread_base_images(cfg, info, data_root, result)
+
+
+def _reread_base_images(cfg, info, data_root, result: RunResult) -> torch.Tensor:
+    """Base images of a run without an artifact, in [0, 1] in the shape of the target `info`:
+    re-read from the source by their indices."""
     from .data import dataset_options, to_pixels
     from .sources import load_raw
 
-    indices = torch.as_tensor(result["base_indices"])
+    indices = result.base_indices
     if cfg.data.source == "fake" or (indices < 0).any():
         return torch.empty(0)
     raw = load_raw(cfg.data.source, root=data_root if data_root is not None else cfg.data.root,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ FORMAT = "labeldistill-distilled-dataset"
 FORMAT_VERSION = 1
 TENSOR_FILE = "distilled.safetensors"
 CARD_FILE = "distilled.json"
+SYNTHETIC_FILE = "synthetic_images.pt"  # image runs of earlier versions kept their pixels here too (read only)
 RECIPE_KEYS = ("arch", "head", "optimizer", "lr", "batch_size", "ridge_lambda", "head_momentum", "calibration_lr")
 # Recipe fields added after format version 1 was fixed: written always, read with the
 # value that cards without them were trained with.
@@ -105,19 +106,43 @@ def save_artifact(directory: str | Path, pixels: torch.Tensor, labels: torch.Ten
     return directory / CARD_FILE
 
 
-def run_card(cfg, data, recipe, num_steps: int, kind: str, result: dict) -> dict:
+@dataclass(frozen=True)
+class TargetImages:
+    """How the target shapes and names the images of a card: from a run's data, or from the
+    card of its stored artifact (so that re-exporting needs no dataset)."""
+
+    class_names: list[str]
+    channels: int
+    size: int
+    mean: list[float]
+    std: list[float]
+    origin: str | None  # where the data were read from
+
+    @classmethod
+    def of_data(cls, data) -> "TargetImages":
+        tgt = data.target
+        return cls(list(tgt.class_names), tgt.channels, tgt.image_size, [float(v) for v in tgt.mean],
+                   [float(v) for v in tgt.std], data.origin)
+
+    @classmethod
+    def of_card(cls, card: dict) -> "TargetImages":
+        img = card["image"]
+        return cls(list(card["class_names"]), img["channels"], img["size"], [float(v) for v in img["mean"]],
+                   [float(v) for v in img["std"]], card.get("data_origin"))
+
+
+def run_card(cfg, target: TargetImages, recipe, num_steps: int, kind: str, result) -> dict:
     """The descriptive part of a run's card (everything but checksums and shapes)."""
     from . import config as config_mod
 
-    tgt = data.target
     return {
         "kind": kind,  # 'labels' (real base images, learned or baseline labels) or 'images' (synthetic)
         "name": cfg.run_name, "method": cfg.method, "seed": cfg.seed,
-        "source": cfg.data.source, "target": cfg.data.target, "data_origin": data.origin,
-        "class_names": list(tgt.class_names),
+        "source": cfg.data.source, "target": cfg.data.target,
+        **({"data_origin": target.origin} if target.origin is not None else {}),
+        "class_names": list(target.class_names),
         "image": {
-            "channels": tgt.channels, "size": tgt.image_size,
-            "mean": [float(v) for v in tgt.mean], "std": [float(v) for v in tgt.std],
+            "channels": target.channels, "size": target.size, "mean": target.mean, "std": target.std,
             "pixels": "float in [0, 1] (stored as uint8 k/255 when lossless), shape (N, C, H, W), after the "
                       "target's preprocessing: grayscale<->colour conversion and bilinear resize to HxW",
             "normalize": "(pixels - mean) / std, per channel",
@@ -135,30 +160,33 @@ def run_card(cfg, data, recipe, num_steps: int, kind: str, result: dict) -> dict
     }
 
 
-def save_run_artifact(directory: str | Path, cfg, data, recipe, found: dict, result: dict) -> Path:
-    """The end-of-run hook of `distill.run_experiment`."""
+def save_run_artifact(directory: str | Path, cfg, data, recipe, found: dict, result) -> Path:
+    """The end-of-run hook of `distill.run_experiment`: the run's artifact is the one stored
+    copy of its images (real base images or synthetic ones) and their labels."""
     synthetic = found.get("pixels") is not None
-    pixels = found["pixels"] if synthetic else data.base_pixels
-    n = pixels.shape[0]
     if synthetic:
+        pixels = found["pixels"]
+        n = pixels.shape[0]
         extra = {"base_indices": torch.full((n,), -1, dtype=torch.long),
                  "base_original_labels": found["labels"].argmax(1).cpu()}
     else:
+        pixels = data.base_pixels
         extra = {"base_indices": data.base_indices.long(), "base_original_labels": data.base_original_labels.long()}
-    card = run_card(cfg, data, recipe, found["num_steps"], "images" if synthetic else "labels", result)
+    card = run_card(cfg, TargetImages.of_data(data), recipe, found["num_steps"], "images" if synthetic else "labels",
+                    result)
     return save_artifact(directory, pixels, found["labels"], card, extra)
 
 
 def export_run(run_dir: str | Path, root: str | None = None, device: str | torch.device = "cpu") -> Path:
     """(Re)write the artifact of a finished run from its config.json and result.json.
 
-    The base images are selected again from the config's seed, exactly as the
-    run selected them; a mismatch with the recorded indices is an error.
+    The images come from what the run stored: its artifact, when that is still readable
+    (then no dataset is read), or the `synthetic_images.pt` of older image runs. Real base
+    images without a readable artifact are selected again from the config's seed, exactly
+    as the run selected them; a mismatch with the recorded indices is an error.
     """
     from . import config as config_mod
-    from .data import prepare
     from .experiment import eval_recipe
-    from .models import default_arch
     from .results import RunDir
 
     rd = RunDir(run_dir)
@@ -169,19 +197,68 @@ def export_run(run_dir: str | Path, root: str | None = None, device: str | torch
         cfg = config_mod.from_dict(rd.read_config())
     except ConfigError as exc:
         raise RunFileError(f"{rd.path / 'config.json'}: {exc}") from None
+    stored = _readable_artifact(rd.path, result)
+    if stored is not None:
+        pixels, target = stored.pixels.cpu(), TargetImages.of_card(stored.card)
+        extra = {k: stored.tensors[k] for k in ("base_indices", "base_original_labels") if k in stored.tensors}
+        kind = stored.card["kind"]
+    else:
+        pixels, target, extra, kind = _images_from_data(rd, result, cfg, root, device)
+    card = run_card(cfg, target, eval_recipe(cfg, result.arch), result.num_steps, kind, result)
+    path = save_artifact(rd.path, pixels, result.labels, card, extra)
+    if result.artifact != CARD_FILE:
+        rd.write_result(replace(result, artifact=CARD_FILE))
+    return path
+
+
+def _readable_artifact(run_dir: Path, result) -> "DistilledDataset | None":
+    """The run's stored artifact, or None when it is missing or damaged (export rewrites it)."""
+    card = run_dir / (result.artifact or CARD_FILE)
+    if not card.is_file():
+        return None
+    try:
+        return load_distilled(card)
+    except DataError:
+        return None
+
+
+def _images_from_data(rd, result, cfg, root, device) -> tuple[torch.Tensor, TargetImages, dict, str]:
+    """A run without a readable artifact: its synthetic images from `synthetic_images.pt`
+    (older image runs), or its real base images selected again from the data."""
+    from .data import prepare
+
+    synthetic_file = rd.path / SYNTHETIC_FILE
+    if "synthetic_pixels_shape" in result.extra and not synthetic_file.is_file():
+        raise DataError(f"the synthetic images of {rd.path} were stored only in its artifact ({CARD_FILE} and "
+                        f"{TENSOR_FILE}), which is missing or damaged; restore those files (the images cannot be "
+                        "made again without running the experiment)")
     data = prepare(cfg, device, root=root)
-    if data.base_indices.tolist() != list(result["base_indices"]):
+    target = TargetImages.of_data(data)
+    if synthetic_file.is_file():
+        pixels = torch.load(synthetic_file, map_location="cpu", weights_only=True)
+        n = pixels.shape[0]
+        return pixels, target, {"base_indices": torch.full((n,), -1, dtype=torch.long),
+                                "base_original_labels": result.labels.argmax(1)}, "images"
+    if data.base_indices.tolist() != result.base_indices.tolist():
         raise DataError(f"the base examples selected from the data under {root or 'the default data root'} differ "
                         f"from those recorded in {rd.result_path}; point --data-root at the run's data")
-    found = {"labels": torch.tensor(result["labels"], dtype=torch.float32), "num_steps": result["num_steps"],
-             "pixels": None}
-    if cfg.method.startswith("dd-"):
-        found["pixels"] = torch.load(rd.path / "synthetic_images.pt", map_location="cpu", weights_only=True)
-    recipe = eval_recipe(cfg, cfg.arch or default_arch(data.channels))
-    path = save_run_artifact(rd.path, cfg, data, recipe, found, result)
-    if result.get("artifact") != CARD_FILE:
-        rd.write_result({**result, "artifact": CARD_FILE})
-    return path
+    extra = {"base_indices": data.base_indices.long(), "base_original_labels": data.base_original_labels.long()}
+    return data.base_pixels, target, extra, "labels"
+
+
+def run_pixels(run_dir: str | Path, result) -> torch.Tensor | None:
+    """The images a finished run's labels belong to, (n, C, H, W) float in [0, 1], as the run
+    stored them: its artifact (checked as `load_distilled` checks it), or, for image
+    distillation runs from before artifacts, `synthetic_images.pt`. None when the run stored
+    neither (an old run of real base images: re-read them from the source by their indices)."""
+    run_dir = Path(run_dir)
+    card = run_dir / (result.get("artifact") or CARD_FILE)
+    if card.is_file():
+        return load_distilled(card).pixels
+    synthetic = run_dir / SYNTHETIC_FILE
+    if synthetic.is_file():
+        return torch.load(synthetic, map_location="cpu", weights_only=True).float()
+    return None
 
 
 # ---------------------------------------------------------------------------

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="(re)write the distilled-dataset artifact of a finished run")
     p.add_argument("run_dir")
-    p.add_argument("--data-root", help="the data the run used (default: $LABELDISTILL_DATA_ROOT or the cache)")
+    p.add_argument("--data-root", help="the data the run used, read only when its artifact is missing or damaged "
+                   "(default: $LABELDISTILL_DATA_ROOT or the cache)")
 
     p = sub.add_parser("evaluate", help="train fresh models on a distilled dataset and test them on the target")
     p.add_argument("artifact", help="a run directory, its distilled.json or its distilled.safetensors")

@@ -56,7 +56,8 @@ def register(sub) -> dict:
     p = sub.add_parser("plot", help="PNG figures from run directories (curves, labels, analyses)")
     p.add_argument("runs", nargs="+", help="run directories or folders containing them")
     p.add_argument("--out", default="figures", help="folder for the PNGs (default: figures)")
-    p.add_argument("--data-root", help="where the datasets are, to draw the base images")
+    p.add_argument("--data-root", help="where the datasets are, to draw the base images of runs without an "
+                   "artifact (older runs; others draw the images they stored)")
     p.add_argument("--max-images", type=int, default=20, help="base images drawn per run (default: 20)")
     return {"configs": cmd_configs, "sweep": cmd_sweep, "report": cmd_report, "plot": cmd_plot}
 

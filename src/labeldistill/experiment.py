@@ -562,9 +562,10 @@ def _run(cfg: Config, dev: torch.device, run_dir: RunDir | None, checkpoint: dic
                              "batch_size": exp.recipe.batch_size}
         if found.get("pixels") is not None:
             result["synthetic_pixels_shape"] = list(found["pixels"].shape)
+        # The images the labels belong to, for callers without a run folder; never written to
+        # result.json (the artifact is their stored copy).
+        result["pixels"] = (found["pixels"] if found.get("pixels") is not None else data.base_pixels).cpu()
         if run_dir is not None:
-            if found.get("pixels") is not None:
-                run_dir.save_tensor("synthetic_images.pt", found["pixels"].cpu())
             from .artifact import CARD_FILE, save_run_artifact
 
             # The portable distilled dataset, written before the result marks the run finished.

@@ -114,27 +114,37 @@ def _target_class_names(r: Run) -> list[str]:
 
 
 def base_images(r: Run, data_root: str | None = None) -> np.ndarray:
-    """The run's base images as (n, H, W) or (n, H, W, 3) floats in [0, 1], upright for display."""
+    """The run's base images as (n, H, W) or (n, H, W, 3) floats in [0, 1], upright for display:
+    the copy the run stored (its artifact); runs from before artifacts re-read them from the source."""
+    import torch
+
+    from .artifact import run_pixels
+
+    px = run_pixels(r.path, r.result)
+    if px is None:
+        px = _reread_base_images(r, data_root)
+    px = px.float().clamp(0, 1)
+    if r["source"] == "emnist" and "synthetic_pixels_shape" not in r.result:  # real letters, not learned pixels
+        px = px.transpose(2, 3)  # stored in the raw (transposed) orientation: show letters upright
+    px = px[:, 0] if px.shape[1] == 1 else px.permute(0, 2, 3, 1)
+    return px.numpy()
+
+
+def _reread_base_images(r: Run, data_root: str | None):
+    """(n, 1, H, W) in [0, 1]: the source's images at the run's base indices (noise for fake data)."""
     import torch
 
     from .sources import load_raw
 
-    synthetic = r.path / "synthetic_images.pt"
-    if synthetic.is_file():  # image distillation: the learned pixels (n, C, H, W) in [0, 1]
-        px = torch.load(synthetic, map_location="cpu", weights_only=True).float().clamp(0, 1)
-        px = px[:, 0] if px.shape[1] == 1 else px.permute(0, 2, 3, 1)
-        return px.numpy()
     indices = list(r["base_indices"])
     source = r["source"]
     if source == "fake" or min(indices) < 0:
-        g = np.random.default_rng(0)
-        return g.random((len(indices), 28, 28))
+        g = torch.Generator().manual_seed(0)
+        return torch.rand((len(indices), 1, 28, 28), generator=g)
     root = data_root or (r.result.get("config") or {}).get("data", {}).get("root")
     raw = load_raw(source, root, download=False, **_data_options(r))
     x = raw.x_train[torch.as_tensor(indices)].float() / 255.0
-    if source == "emnist":  # stored in the raw (transposed) orientation: show letters upright
-        x = x.transpose(1, 2)
-    return x.numpy()
+    return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
 
 
 def plot_labels(r: Run, path: Path, data_root: str | None = None, max_images: int = 20, ncols: int = 5) -> Path:

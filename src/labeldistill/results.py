@@ -1,5 +1,9 @@
 """The run directory: resolved config, append-only metrics log, result, checkpoint.
 
+A run's result is a `RunResult`, versioned, written and read here only
+(`RunDir.write_result` / `RunDir.read_result`); every reader (report, plots,
+api, export, evaluate, resume) gets it from there.
+
 Every file is written atomically (temporary file, then rename), so an
 interrupted run never leaves a half-written result or checkpoint. A run folder
 is a direct child of the output folder, and one process at a time writes it:
@@ -16,13 +20,17 @@ import shutil
 import socket
 import time
 import unicodedata
+from collections.abc import Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from .errors import RunError
+from .errors import RunError, RunFileError
+from .runfiles import check_result
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -111,6 +119,129 @@ def read_json(path: Path) -> Any:
         raise RunError(f"corrupt file {path}: {exc}") from None
 
 
+RESULT_VERSION = 2  # 1: files written before the version field (read as they are)
+
+
+@dataclass(frozen=True, eq=False)
+class RunResult(Mapping):
+    """A finished run's result, as `result.json` holds it (`to_dict` / `from_dict`).
+
+    The fields every reader relies on are typed attributes (labels and base
+    indices as tensors); whatever else a run records (test errors and losses,
+    analyses, teacher, device, ...) is kept in `extra` and written back
+    unchanged. As a read-only mapping it gives every recorded field by its name
+    (attributes as they are, tensors included), for readers that walk the config
+    or the analyses generically (report, plots) and for code written against the
+    plain dict that results were before.
+    """
+
+    name: str
+    method: str
+    source: str
+    target: str
+    arch: str
+    num_base_examples: int
+    seed: int
+    test_accuracy: list
+    test_accuracy_mean: float
+    test_accuracy_std: float
+    num_steps: int
+    labels: torch.Tensor  # (n, num_classes) float32 soft labels of the base images
+    base_indices: torch.Tensor  # (n,) into the source's training split; -1 for synthetic or noise images
+    history: list
+    config: dict
+    head: str | None = None
+    val_error: float | None = None
+    best_epoch: int | None = None
+    base_original_labels: torch.Tensor | None = None
+    base_class_names: list | None = None
+    seeds: dict = field(default_factory=dict)
+    learner: dict = field(default_factory=dict)
+    effective: dict = field(default_factory=dict)
+    train_seconds: float | None = None
+    test_seconds: float | None = None
+    artifact: str | None = None  # the card's file name, once the run's artifact is written
+    extra: dict = field(default_factory=dict)
+    # In memory only, never in result.json: the images the labels belong to, (n, C, H, W) in
+    # [0, 1] (the run's artifact is their stored copy); set by a run that just finished.
+    pixels: torch.Tensor | None = None
+    version: int = RESULT_VERSION  # the version it was read as; `to_dict` writes this version's
+
+    _TENSORS = {"labels": torch.float32, "base_indices": torch.long, "base_original_labels": torch.long}
+    _OUTSIDE = ("extra", "pixels", "version")  # fields that are not keys of the file
+
+    @classmethod
+    def _keys(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name not in cls._OUTSIDE]
+
+    @classmethod
+    def from_dict(cls, obj: Any, path: Path | str = RESULT_FILE) -> "RunResult":
+        """A result from `result.json`'s contents (any version up to RESULT_VERSION; none is
+        version 1) or a dict of tensors and values (`pixels` kept in memory), checked as on read
+        (`runfiles.check_result`): a malformed one is one `RunFileError` line naming `path`."""
+        pixels, version = None, RESULT_VERSION
+        if isinstance(obj, dict):
+            obj = dict(obj)
+            pixels = obj.pop("pixels", None)
+            version = obj.pop("version", 1)
+            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+                raise RunFileError(f"malformed {path}: 'version' must be a whole number from 1, got {version!r}; "
+                                   "restore the file or run the experiment again")
+            if version > RESULT_VERSION:
+                raise RunFileError(f"{path} has result version {version}, written by a newer labeldistill; this "
+                                   f"version reads up to {RESULT_VERSION}: upgrade labeldistill")
+        r = check_result(_clean(obj), path)
+        keys = cls._keys()
+        values = {k: r[k] for k in keys if k in r}
+        for k, dtype in cls._TENSORS.items():
+            if k in values:
+                values[k] = torch.tensor(values[k], dtype=dtype)
+        extra = {k: v for k, v in r.items() if k not in values}
+        return cls(**values, extra=extra, pixels=pixels, version=version)
+
+    @classmethod
+    def from_run(cls, result: dict, path: Path | str = RESULT_FILE) -> "RunResult":
+        """The result a run just built (a dict of tensors and values; no version: it is this one's)."""
+        return cls.from_dict({**result, "version": RESULT_VERSION}, path)
+
+    def to_dict(self) -> dict:
+        """The JSON of `result.json` (this version's): lists for tensors, no in-memory pixels."""
+        out: dict[str, Any] = {"version": RESULT_VERSION}
+        for k in self._keys():
+            v = getattr(self, k)
+            if v is not None or k in ("val_error", "best_epoch"):  # written as null, as runs always did
+                out[k] = _clean(v)
+        return {**out, **self.extra}
+
+    @cached_property
+    def _names(self) -> list[str]:
+        return [k for k in self.to_dict() if k != "version"]
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.extra:
+            return self.extra[key]
+        if key in self._names:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __eq__(self, other: object) -> bool:  # by what the file holds (tensors have no plain ==)
+        if not isinstance(other, RunResult):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"RunResult({self.name!r}, {self.method}, {self.source}->{self.target}, {len(self.labels)} base "
+                f"examples, test accuracy {self.test_accuracy_mean:.2f} +- {self.test_accuracy_std:.2f})")
+
+
 class RunDir:
     """One experiment's directory."""
 
@@ -160,13 +291,16 @@ class RunDir:
             f.write(json.dumps(_clean(record)) + "\n")
             f.flush()
 
-    def write_result(self, result: dict) -> None:
-        atomic_write_json(self.result_path, result)
+    def write_result(self, result: RunResult | dict) -> RunResult:
+        """Write `result.json` (a run's result dict is checked as a reader would first); returns
+        the result as written."""
+        if not isinstance(result, RunResult):
+            result = RunResult.from_run(result, self.result_path)
+        atomic_write_json(self.result_path, result.to_dict())
+        return result
 
-    def read_result(self) -> dict:
-        from .runfiles import check_result
-
-        return check_result(read_json(self.result_path), self.result_path)
+    def read_result(self) -> RunResult:
+        return RunResult.from_dict(read_json(self.result_path), self.result_path)
 
     def trim_log(self, epoch: int) -> None:
         """Keep the log lines of a resumed run up to its checkpoint's `epoch`.

@@ -133,8 +133,8 @@ RESULT_REQUIRED = {
 }
 RESULT_OPTIONAL = {
     "head": "str", "test_loss": "numbers?", "val_error": "number?", "best_epoch": "int?",
-    "base_class_names": "strs", "train_seconds": "number", "test_seconds": "number", "effective": "dict",
-    "learner": "dict", "seeds": "dict", "artifact": "str", "num_steps_analysis": "dict",
+    "base_class_names": "strs", "base_original_labels": "ints?", "train_seconds": "number",
+    "test_seconds": "number", "effective": "dict", "learner": "dict", "seeds": "dict", "artifact": "str", "num_steps_analysis": "dict",
     "architecture_transfer": "dict", "optimizer_transfer": "dict",
 }
 SUMMARY = {"test_accuracy_mean": "number", "test_accuracy_std": "number"}
