@@ -269,17 +269,19 @@ def test_checkpoint_round_trip_restores_every_state(tmp_path):
     # the first epoch resets on every machine.
     cfg = tiny(method="ld-rr", **{"distill.stats_gap": 2, "distill.batch_size": 4, "data.target_set_size": 80})
     assert 80 // 4 >= max_life(2, 4)
+    from labeldistill.meta.loop import MetaLoop
+
     data = prepare(cfg, "cpu")
-    a = distill_mod.Experiment(cfg, data, torch.device("cpu"))
-    a.setup_distillation()
-    a._saved_epoch = None
+    ctx = distill_mod.Experiment(cfg, data, torch.device("cpu")).context()
+    a = MetaLoop(ctx, kind="labels", variant="rr")
+    a.setup()
     a.run_epoch()
     a.epoch = 1
     state = a.state_dict()
     assert state["tracker"]["recorded"], "the state must include a model reset"
     assert state["num_resets"] >= 1
-    b = distill_mod.Experiment(cfg, data, torch.device("cpu"))
-    b.setup_distillation()
+    b = MetaLoop(ctx, kind="labels", variant="rr")
+    b.setup()
     b.load_state_dict(state)
     _assert_nested_equal(b.state_dict(), state)
     # and the next epochs agree
@@ -398,15 +400,15 @@ def test_interrupted_messages_say_what_is_on_disk():
 
 
 def test_baseline_interrupted_says_there_is_no_checkpoint(tmp_path, monkeypatch):
-    from labeldistill import methods
+    from labeldistill.methods import choose
 
-    original = methods.train_and_evaluate  # the step search's validation models
+    original = choose.train_and_evaluate  # the step search's validation models
 
     def interrupted(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(methods, "train_and_evaluate", interrupted)
+    monkeypatch.setattr(choose, "train_and_evaluate", interrupted)
     with pytest.raises(Interrupted, match="SIGINT while searching the number of steps; no checkpoint yet"):
         distill_mod.run_experiment(tiny(method="baseline"), out=str(tmp_path))
     assert not RunDir(tmp_path / "t").is_finished()

@@ -77,7 +77,7 @@ def distill(base: Any, target: Any = None, *, method: str = "ld-rr", arch: str |
     """Learn labels for `num_base_examples` images of `base` that teach `target`, and test them.
 
     `target` defaults to `base` (within-dataset). `method` is any of
-    `labeldistill.config.METHODS`; `epochs` (label and image distillation) None
+    `labeldistill methods` (or 'package.module:make_labels', a method of your own); `epochs` (label and image distillation) None
     means the reference's count. `config` (a file) is the starting point if given,
     else the defaults; `overrides` sets any other key (``{"evaluate.num_test_models": 5}``).
     `image_size` resizes the images of datasets of your own (paths, arrays, Datasets).
@@ -116,7 +116,7 @@ def distill(base: Any, target: Any = None, *, method: str = "ld-rr", arch: str |
     from .datasets import get_info
 
     info = get_info(cfg.data.target, **dataset_options(cfg.data))
-    if cfg.method.startswith("dd-"):  # image distillation: the synthetic images, not real ones
+    if result.get("kind") == "images":  # image distillation: the synthetic images, not real ones
         saved = run_dir / "synthetic_images.pt" if run_dir is not None else None
         images = torch.load(saved, weights_only=True) if saved is not None and saved.is_file() else torch.empty(0)
     else:

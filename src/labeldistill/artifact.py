@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, DataError, RunFileError
+from .evaluate import Recipe
 from .heads import RR_GRADIENTS
 from .runfiles import check_card
 
@@ -157,7 +158,6 @@ def export_run(run_dir: str | Path, root: str | None = None, device: str | torch
     """
     from . import config as config_mod
     from .data import prepare
-    from .experiment import eval_recipe
     from .models import default_arch
     from .results import RunDir
 
@@ -175,9 +175,9 @@ def export_run(run_dir: str | Path, root: str | None = None, device: str | torch
                         f"from those recorded in {rd.result_path}; point --data-root at the run's data")
     found = {"labels": torch.tensor(result["labels"], dtype=torch.float32), "num_steps": result["num_steps"],
              "pixels": None}
-    if cfg.method.startswith("dd-"):
+    if result.get("synthetic_pixels_shape"):  # image distillation: the pixels it learned
         found["pixels"] = torch.load(rd.path / "synthetic_images.pt", map_location="cpu", weights_only=True)
-    recipe = eval_recipe(cfg, cfg.arch or default_arch(data.channels))
+    recipe = Recipe.from_config(cfg, cfg.arch or default_arch(data.channels), result["head"])
     path = save_run_artifact(rd.path, cfg, data, recipe, found, result)
     if result.get("artifact") != CARD_FILE:
         rd.write_result({**result, "artifact": CARD_FILE})
@@ -225,8 +225,6 @@ class DistilledDataset(torch.utils.data.Dataset):
 
     @property
     def recipe(self):
-        from .evaluate import Recipe
-
         r = self.card["recipe"]
         extra = {k: r.get(k, default) for k, default in OPTIONAL_RECIPE_KEYS.items()}
         if extra["loss"] not in LOSS_TEXT:  # cards before the loss option stored its description here
