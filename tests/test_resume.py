@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from labeldistill import experiment as distill_mod
+from labeldistill.meta import loop as loop_mod
 from labeldistill.config import Config, apply, to_dict
 from labeldistill.errors import Interrupted, RunError
 from labeldistill.meta.or2 import SecondOrder
@@ -332,7 +333,7 @@ def test_non_finite_stops_and_keeps_the_last_good_checkpoint(what, tmp_path, mon
     state = run.load_checkpoint()
     assert state["epoch"] == 2
     assert torch.isfinite(state["param"]).all()
-    assert distill_mod._all_finite(state["learner"])
+    assert loop_mod._all_finite(state["learner"])
     assert not run.is_finished()
 
 
