@@ -68,8 +68,10 @@ def test_nested_yaml_and_overrides(tmp_path):
     (["data=3"], "is a section"),
 ])
 def test_bad_values_are_one_line_config_errors(overrides, message):
+    from labeldistill.methods import check_config  # the method registry checks the method's name
+
     with pytest.raises(ConfigError, match=message) as info:
-        C.with_overrides(C.Config(), overrides)
+        check_config(C.with_overrides(C.Config(), overrides))
     assert "\n" not in str(info.value)
 
 
@@ -106,31 +108,37 @@ def test_epochs_inner_batch_and_stats_gap_defaults_follow_the_reference():
 
 
 def test_evaluate_head_defaults_to_the_methods_own_and_is_validated():
-    heads = {m: C.apply(C.Config(), {"method": m}).head for m in C.METHODS}
+    from labeldistill.methods import evaluation_head, list_methods
+
+    heads = {m.name: evaluation_head(C.apply(C.Config(), {"method": m.name})) for m in list_methods()}
     assert heads == {"ld-rr": "rr", "ld-or2": "linear", "dd-rr": "rr", "dd-or2": "linear", "baseline": "linear",
                      "baseline-ls": "linear", "baseline-kd": "linear", "label-solve": "linear"}
-    assert C.with_overrides(C.Config(method="baseline"), ["evaluate.head=rr"]).head == "rr"
-    assert C.with_overrides(C.Config(method="ld-rr"), ["head=linear"]).head == "linear"
+    assert evaluation_head(C.with_overrides(C.Config(method="baseline"), ["evaluate.head=rr"])) == "rr"
+    assert evaluation_head(C.with_overrides(C.Config(method="ld-rr"), ["head=linear"])) == "linear"
     with pytest.raises(ConfigError, match="evaluate.head must be rr or linear.*did you mean 'rr'") as info:
         C.with_overrides(C.Config(), ["evaluate.head=rrr"])
     assert "\n" not in str(info.value)
 
 
 def test_legacy_baselines_take_the_head_of_their_script():
+    from labeldistill.methods import evaluation_head
+
     for token, head in (("rr", "rr"), ("or2", "linear")):
         for smoothing, method in ((0, "baseline"), (0.1, "baseline-ls")):
             cfg = C.from_dict({**LEGACY, "baseline": True, "label_smoothing": smoothing,
                                "expname": f"ld_100be_50ib_baseline_mn_to_mn_bl_cnn_{token}_1234s_v0"})
-            assert (cfg.method, cfg.evaluate.head, cfg.head) == (method, head, head)
+            assert (cfg.method, cfg.evaluate.head, evaluation_head(cfg)) == (method, head, head)
     # Not a baseline: the method carries the head, evaluate.head stays unset.
     assert C.from_dict({**LEGACY, "expname": "ld_100be_50ib_mn_to_mn_bl_cnn_400e_or2_1234s_v0"}).evaluate.head is None
     # A name without the script's token (e.g. the reference's short_experiment): the method's own head.
-    assert C.from_dict({**LEGACY, "baseline": True, "expname": "short_experiment"}).head == "linear"
+    assert evaluation_head(C.from_dict({**LEGACY, "baseline": True, "expname": "short_experiment"})) == "linear"
 
 
 def test_effective_dict_equates_a_default_with_its_value():
     implicit = C.Config()
     explicit = C.apply(implicit, {"distill.epochs": 400, "distill.inner_batch_size": 50, "evaluate.head": "rr"})
     assert C.to_dict(implicit) != C.to_dict(explicit)
-    assert C.effective_dict(implicit) == C.effective_dict(explicit)
+    # the method's own head comes from the method registry (ld-rr's is rr)
+    assert C.effective_dict(implicit, head="rr") == C.effective_dict(explicit, head="rr")
+    assert C.effective_dict(implicit, head="linear") != C.effective_dict(explicit, head="linear")
     assert C.effective_dict(implicit) != C.effective_dict(C.apply(implicit, {"distill.epochs": 800}))

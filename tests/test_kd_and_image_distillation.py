@@ -83,8 +83,10 @@ def test_teacher_ensemble_averages_the_logits_of_separately_trained_teachers():
     ("method", "baseline-kdd", "did you mean 'baseline-kd'"),
 ])
 def test_kd_config_errors(key, value, message):
+    from labeldistill.methods import check_config
+
     with pytest.raises(ConfigError, match=message):
-        config_mod.with_overrides(config_mod.Config(), [f"{key}={value}"])
+        check_config(config_mod.with_overrides(config_mod.Config(), [f"{key}={value}"]))
 
 
 # ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from labeldistill.data import split_sizes
 from labeldistill.datasets import get_info
 from labeldistill.experiment import eval_recipe
 from labeldistill.evaluate import step_grid
+from labeldistill.methods import get_method
 from labeldistill.models import default_arch
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference_configs"
@@ -34,6 +35,11 @@ TRAIN_SPLIT = {"mnist": 60000, "kmnist": 60000, "cifar10": 50000, "cifar100": 50
 SPLIT = {"mnist": (50000, 10000), "kmnist": (50000, 10000), "cifar10": (45000, 5000),
          "cifar100": (45000, 5000), "k49": (209128, 23237)}
 GRAYSCALE = {"mnist", "kmnist", "k49"}
+
+
+def _direct(cfg) -> bool:
+    """A method without epochs: its steps come from the step search (SPEC 5)."""
+    return get_method(cfg.method).kind == "direct"
 
 
 def expected(name: str) -> dict:
@@ -90,11 +96,11 @@ def resolved(path: Path) -> dict:
         "method": cfg.method, "head": eval_recipe(cfg, arch).head,
         "source": cfg.data.source, "target": cfg.data.target, "balanced": cfg.balanced,
         "num_base_examples": cfg.data.num_base_examples, "inner_batch_size": cfg.inner_batch_size,
-        "epochs": None if cfg.is_baseline else cfg.epochs,
+        "epochs": None if _direct(cfg) else cfg.epochs,
         "target_set": sizes.target_set, "available": sizes.available, "validation": sizes.validation,
         "requested_target_set": cfg.data.target_set_size,  # the config keeps what the file says
         "batch_size": sizes.batch_size,
-        "stats_gap": cfg.stats_gap, "step_grid": step_grid(cfg.data.num_base_examples) if cfg.is_baseline else None,
+        "stats_gap": cfg.stats_gap, "step_grid": step_grid(cfg.data.num_base_examples) if _direct(cfg) else None,
         "num_steps_analysis": cfg.evaluate.num_steps_analysis,
         "test_architectures": set(cfg.evaluate.test_architectures),
         "arch": arch, "label_smoothing": cfg.evaluate.label_smoothing if cfg.method == "baseline-ls" else None,
@@ -149,7 +155,7 @@ def test_defaults_reproduce_the_files_epochs_and_inner_batch(path):
     name = path.stem.split("_")
     plain = C.apply(cfg, {"distill.inner_batch_size": None, "distill.epochs": None})
     assert plain.inner_batch_size == cfg.inner_batch_size
-    if not cfg.is_baseline:
+    if not _direct(cfg):
         n = cfg.data.num_base_examples
         if "tvm" in name and n > 100:
             assert cfg.epochs == 400 and plain.epochs == 800

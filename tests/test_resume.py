@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from labeldistill import experiment as distill_mod
+from labeldistill.meta import loop as loop_mod
 from labeldistill.config import Config, apply, to_dict
 from labeldistill.errors import Interrupted, RunError
 from labeldistill.meta.or2 import SecondOrder
@@ -269,17 +270,19 @@ def test_checkpoint_round_trip_restores_every_state(tmp_path):
     # the first epoch resets on every machine.
     cfg = tiny(method="ld-rr", **{"distill.stats_gap": 2, "distill.batch_size": 4, "data.target_set_size": 80})
     assert 80 // 4 >= max_life(2, 4)
+    from labeldistill.meta.loop import MetaLoop
+
     data = prepare(cfg, "cpu")
-    a = distill_mod.Experiment(cfg, data, torch.device("cpu"))
-    a.setup_distillation()
-    a._saved_epoch = None
+    ctx = distill_mod.Experiment(cfg, data, torch.device("cpu")).context()
+    a = MetaLoop(ctx, kind="labels", variant="rr")
+    a.setup()
     a.run_epoch()
     a.epoch = 1
     state = a.state_dict()
     assert state["tracker"]["recorded"], "the state must include a model reset"
     assert state["num_resets"] >= 1
-    b = distill_mod.Experiment(cfg, data, torch.device("cpu"))
-    b.setup_distillation()
+    b = MetaLoop(ctx, kind="labels", variant="rr")
+    b.setup()
     b.load_state_dict(state)
     _assert_nested_equal(b.state_dict(), state)
     # and the next epochs agree
@@ -330,7 +333,7 @@ def test_non_finite_stops_and_keeps_the_last_good_checkpoint(what, tmp_path, mon
     state = run.load_checkpoint()
     assert state["epoch"] == 2
     assert torch.isfinite(state["param"]).all()
-    assert distill_mod._all_finite(state["learner"])
+    assert loop_mod._all_finite(state["learner"])
     assert not run.is_finished()
 
 
@@ -398,15 +401,15 @@ def test_interrupted_messages_say_what_is_on_disk():
 
 
 def test_baseline_interrupted_says_there_is_no_checkpoint(tmp_path, monkeypatch):
-    from labeldistill import methods
+    from labeldistill.methods import choose
 
-    original = methods.train_and_evaluate  # the step search's validation models
+    original = choose.train_and_evaluate  # the step search's validation models
 
     def interrupted(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(methods, "train_and_evaluate", interrupted)
+    monkeypatch.setattr(choose, "train_and_evaluate", interrupted)
     with pytest.raises(Interrupted, match="SIGINT while searching the number of steps; no checkpoint yet"):
         distill_mod.run_experiment(tiny(method="baseline"), out=str(tmp_path))
     assert not RunDir(tmp_path / "t").is_finished()

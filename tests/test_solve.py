@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from labeldistill import config as config_mod
-from labeldistill import methods
+from labeldistill.meta.loop import MetaLoop
+from labeldistill.methods import check_config, choose, get_method
+from labeldistill.methods import label_solve as label_solve_method
+from labeldistill.methods.direct import start_from
 from labeldistill.errors import ConfigError
 from labeldistill.evaluate import (Recipe, training_loss, train_and_evaluate, train_and_evaluate_sequential,
                                    translate)
@@ -145,26 +148,27 @@ def test_label_solve_run_chooses_on_validation_only(tmp_path, monkeypatch):
                                             "label_temperatures": [0.3, 1.0]},
                                "solve": {"num_networks": 2, "target_size": 500}})
     seen = {"makers": [], "select": []}
-    real_maker = methods.LABEL_MAKERS["label-solve"]
+    real_solve = label_solve_method.label_solve
 
-    def maker(cfg, data, arch, progress=None):
+    def solver(cfg, data, arch, progress=None):
         seen["makers"].append(data.test_x)
-        return real_maker(cfg, data, arch, progress)
+        return real_solve(cfg, data, arch, progress)
 
-    real_train = methods.train_and_evaluate
+    real_train = choose.train_and_evaluate
 
     def spy(recipe, base_x, labels, seeds, num_steps, eval_x, eval_y, **kw):
         seen["select"].append(eval_x)
         return real_train(recipe, base_x, labels, seeds, num_steps, eval_x, eval_y, **kw)
 
-    monkeypatch.setitem(methods.LABEL_MAKERS, "label-solve", maker)
-    monkeypatch.setattr(methods, "train_and_evaluate", spy)
+    monkeypatch.setattr(label_solve_method, "label_solve", solver)
+    monkeypatch.setattr(choose, "train_and_evaluate", spy)
     data = ld.prepare(cfg)
     exp = distill.Experiment(cfg, data, torch.device("cpu"))
-    found = exp.run_baseline()
+    out = get_method("label-solve").run(exp.context())
     assert seen["makers"] == [None]
     assert len(seen["select"]) == 2 and all(x is data.val_x for x in seen["select"])
-    assert found["label_choice"]["temperature"] in (0.3, 1.0) and found["num_steps"] in (20, 40)
+    assert out.info["label_choice"]["temperature"] in (0.3, 1.0) and out.num_steps in (20, 40)
+    found = {"labels": out.labels}
     assert found["labels"].shape == (20, 10)
     torch.testing.assert_close(found["labels"].sum(1), torch.ones(20))
 
@@ -249,12 +253,14 @@ def test_ld_can_start_from_a_direct_methods_labels():
                                 "distill": {"epochs": 1, "init_labels": "baseline-ls", "batch_size": 256},
                                 "evaluate": {"num_test_models": 2, "step_grid": [30, 60]}})
     data = ld.prepare(cfg)
-    exp = distill.Experiment(cfg, data, torch.device("cpu"))
-    exp.setup_distillation()
+    ctx = distill.Experiment(cfg, data, torch.device("cpu")).context()
+    start = start_from(ctx, get_method("baseline-ls"))
+    loop = MetaLoop(ctx, kind="labels", variant="rr")
+    loop.setup(start)
     smoothed = torch.nn.functional.one_hot(data.base_original_labels, 10).float() * 0.9 + 0.01
-    torch.testing.assert_close(exp.distilled.labels.detach(), smoothed)
-    assert exp.best["num_steps"] in (30, 60) and exp.best["val_error"] == exp._init_choice.val_error < 100
-    with pytest.raises(ConfigError, match="needs a label-distillation method"):
-        config_mod.with_overrides(cfg, ["method=dd-rr"])
+    torch.testing.assert_close(loop.distilled.labels.detach(), smoothed)
+    assert loop.best["num_steps"] in (30, 60) and loop.best["val_error"] == start.val_error < 100
+    with pytest.raises(ConfigError, match="needs a method that meta-learns labels"):
+        check_config(config_mod.with_overrides(cfg, ["method=dd-rr"]))
     with pytest.raises(ConfigError, match="unknown distill.init_labels 'teacher'"):
-        config_mod.with_overrides(cfg, ["distill.init_labels=teacher"])
+        check_config(config_mod.with_overrides(cfg, ["distill.init_labels=teacher"]))

@@ -80,7 +80,7 @@ def distill(base: Any, target: Any = None, *, method: str = "ld-rr", arch: str |
     """Learn labels for `num_base_examples` images of `base` that teach `target`, and test them.
 
     `target` defaults to `base` (within-dataset). `method` is any of
-    `labeldistill.config.METHODS`; `epochs` (label and image distillation) None
+    `labeldistill methods` (or 'package.module:make_labels', a method of your own); `epochs` (label and image distillation) None
     means the reference's count. `config` (a file) is the starting point if given,
     else the defaults; `overrides` sets any other key (``{"evaluate.num_test_models": 5}``).
     `image_size` resizes the images of datasets of your own (paths, arrays, Datasets).

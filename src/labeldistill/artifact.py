@@ -29,7 +29,9 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, DataError, RunFileError
+from .evaluate import Recipe
 from .heads import RR_GRADIENTS
+from .methods import evaluation_head
 from .runfiles import check_card
 
 FORMAT = "labeldistill-distilled-dataset"
@@ -186,7 +188,6 @@ def export_run(run_dir: str | Path, root: str | None = None, device: str | torch
     as the run selected them; a mismatch with the recorded indices is an error.
     """
     from . import config as config_mod
-    from .experiment import eval_recipe
     from .results import RunDir
 
     rd = RunDir(run_dir)
@@ -204,7 +205,7 @@ def export_run(run_dir: str | Path, root: str | None = None, device: str | torch
         kind = stored.card["kind"]
     else:
         pixels, target, extra, kind = _images_from_data(rd, result, cfg, root, device)
-    card = run_card(cfg, target, eval_recipe(cfg, result.arch), result.num_steps, kind, result)
+    card = run_card(cfg, target, Recipe.from_config(cfg, result.arch, result.head or evaluation_head(cfg)), result.num_steps, kind, result)
     path = save_artifact(rd.path, pixels, result.labels, card, extra)
     if result.artifact != CARD_FILE:
         rd.write_result(replace(result, artifact=CARD_FILE))
@@ -302,8 +303,6 @@ class DistilledDataset(torch.utils.data.Dataset):
 
     @property
     def recipe(self):
-        from .evaluate import Recipe
-
         r = self.card["recipe"]
         extra = {k: r.get(k, default) for k, default in OPTIONAL_RECIPE_KEYS.items()}
         if extra["loss"] not in LOSS_TEXT:  # cards before the loss option stored its description here

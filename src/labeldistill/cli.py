@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
+from . import progress as progress_mod
 from .errors import Interrupted, LabelDistillError
 
 QUICKSTART = {
@@ -22,13 +23,6 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder with NAME.npz files or torchvision's files "
                    "(default: $LABELDISTILL_DATA_ROOT or ~/.cache/labeldistill/data)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's (auto: CUDA if available)")
-
-
-def add_progress_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
-    p.add_argument("--progress-every", metavar="SECONDS",
-                   help="when stderr is not a terminal (a log file), a progress line at most every SECONDS "
-                        "(default: $LABELDISTILL_PROGRESS_EVERY or 30; 0: as often as the run reports)")
 
 
 def version() -> str:
@@ -57,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "of CONFIG when CONFIG is a run directory)")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
-    add_progress_options(p)
+    progress_mod.add_arguments(p)
 
     p = sub.add_parser("validate", help="check config files without running them")
     p.add_argument("configs", nargs="+")
@@ -87,10 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder with the target dataset (as for run)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--json", help="also write the result to this JSON file")
-    add_progress_options(p)
+    progress_mod.add_arguments(p)
 
     sub.add_parser("datasets", help="list the dataset registry")
     sub.add_parser("models", help="list the model registry")
+    sub.add_parser("methods", help="list the label methods (the method registry)")
     p = sub.add_parser("bench", help="time the outer step and parallel evaluation; print a table, write JSON")
     p.add_argument("--out", metavar="FILE", help="write the figures as JSON to FILE")
     p.add_argument("--data-root", help="folder with mnist.npz (default: synthetic MNIST-shaped data)")
@@ -118,7 +113,9 @@ def quickstart_configs(overrides=()) -> list[config_mod.Config]:
     """One distillation method (ld-rr unless --set method=...) and the true-label baseline on the
     same base examples, named NAME_METHOD (NAME: `quickstart_config`'s)."""
     base = quickstart_config(overrides)
-    methods = [base.method] if base.is_baseline else [base.method, "baseline"]
+    from .methods import get_method
+
+    methods = [base.method] if get_method(base.method).kind == "direct" else [base.method, "baseline"]
     return [config_mod.apply(base, {"method": m, "name": f"{base.name}_{m}"}) for m in methods]
 
 
@@ -151,13 +148,6 @@ def _run_dir_config(args) -> config_mod.Config:
     return cfg
 
 
-def progress_printer(args):
-    """Progress on stderr as the options ask: bars in a terminal, plain lines in a log file."""
-    from .progress import ProgressPrinter, interval
-
-    return ProgressPrinter(sys.stderr, every=interval(args.progress_every), quiet=args.quiet)
-
-
 def _run_one(cfg, args, progress) -> dict:
     from .experiment import run_experiment
 
@@ -173,7 +163,7 @@ def _summary_line(r: dict, out: str | None) -> str:
 
 
 def cmd_run(args) -> int:
-    progress = progress_printer(args)  # a bad --progress-every fails before anything runs
+    progress = progress_mod.printer(args.progress_every, args.quiet)  # a bad --progress-every fails before anything runs
     try:
         return _run_all(args, progress)
     finally:
@@ -209,10 +199,13 @@ def _run_all(args, progress) -> int:
 
 
 def cmd_validate(args) -> int:
+    from .methods import check_config
+
     failed = 0
     for path in args.configs:
         try:
             cfg = config_mod.load(path, args.overrides)
+            check_config(cfg)
             print(f"ok    {path} ({cfg.method}, {cfg.data.source}->{cfg.data.target}, "
                   f"{cfg.data.num_base_examples} base examples)")
         except LabelDistillError as exc:
@@ -244,7 +237,7 @@ def cmd_evaluate(args) -> int:
             raise ConfigError(f"--steps must be a whole number or 'auto', got '{args.steps}'") from None
     device = resolve_device(args.device)
     ds = load_distilled(args.artifact)
-    progress = progress_printer(args)
+    progress = progress_mod.printer(args.progress_every, args.quiet)
     try:
         r = evaluate_artifact(ds, arch=args.arch, optimizer=args.optimizer, lr=args.lr, head=args.head,
                               batch_size=args.batch_size, num_steps=steps, num_models=args.models, seed=args.seed,
@@ -291,6 +284,15 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_methods(args) -> int:
+    from .methods import list_methods
+
+    for m in list_methods():
+        print(f"{m.name:<12} {m.kind:<7} {m.head + ' head':<12} {m.summary}")
+    print('or "package.module:make_labels": a method of your own (docs/usage.md, section Methods of your own)')
+    return 0
+
+
 def cmd_bench(args) -> int:
     import json
 
@@ -310,7 +312,8 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "bench": cmd_bench, "evaluate": cmd_evaluate, "export": cmd_export, "validate": cmd_validate,
-            "show-config": cmd_show_config, "datasets": cmd_datasets, "models": cmd_models}
+            "show-config": cmd_show_config, "datasets": cmd_datasets, "models": cmd_models,
+            "methods": cmd_methods}
 
 
 def resume_command(argv: list[str] | None = None) -> str:

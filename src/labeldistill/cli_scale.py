@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError
+from . import progress as progress_mod
 from .progress import ENV_EVERY
 
 
@@ -45,9 +46,8 @@ def register(sub) -> dict:
     p.add_argument("--data-root", help="folder with the datasets, passed to every run")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
-    from .cli import add_progress_options
 
-    add_progress_options(p)  # the sweep's own; each run's progress goes to its log
+    progress_mod.add_arguments(p)  # the sweep's own; each run's progress goes to its log
 
     p = sub.add_parser("report", help="markdown and CSV tables (mean +- std) from run directories")
     p.add_argument("runs", nargs="+", help="run directories or folders containing them")
@@ -94,7 +94,7 @@ def cmd_configs(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .cli import progress_printer
+
     from .sweep import LocalBackend, RayBackend, parse_seeds, plan, run_sweep, threads_per_run
 
     for opt in ("workers", "threads"):
@@ -128,7 +128,7 @@ def cmd_sweep(args) -> int:
 
     if threading_main():
         signal.signal(signal.SIGTERM, _terminate)
-    progress = progress_printer(args)
+    progress = progress_mod.printer(args.progress_every, args.quiet)
     if args.progress_every is not None:  # the runs' log files get lines as often as the sweep's
         os.environ[ENV_EVERY] = args.progress_every
     try:

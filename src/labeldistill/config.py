@@ -19,12 +19,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from . import builtin_configs
+from .naming import run_name_problem, safe_run_name
 from .errors import ConfigError, did_you_mean
 
-METHODS = ("ld-rr", "ld-or2", "dd-rr", "dd-or2", "baseline", "baseline-ls", "baseline-kd", "label-solve")
-# Methods that make labels directly (no meta-learning): their learner and number of
-# steps are chosen on the validation set, then the test models are trained.
-DIRECT_METHODS = ("baseline", "baseline-ls", "baseline-kd", "label-solve")
 LOSSES = ("ce", "mse")
 OPTIMIZERS = ("adam", "sgd", "momentum")
 HEADS = ("rr", "linear")
@@ -174,28 +171,10 @@ class Config:
         if self.name:
             return self.name
         d = self.data
-        from .results import safe_run_name  # a run folder is one safe path component
         from .sources import short_name  # a dataset path becomes its file or folder name
 
         return safe_run_name(f"{self.method}_{short_name(d.source)}_to_{short_name(d.target)}_"
                              f"{d.num_base_examples}be_{self.seed}s")
-
-    @property
-    def is_baseline(self) -> bool:
-        """A method without meta-learning (true labels, smoothing, teacher, label solving)."""
-        return self.method in DIRECT_METHODS
-
-    @property
-    def variant(self) -> str:
-        """'rr' or 'or2' for meta-learning methods."""
-        return self.method.split("-")[1]
-
-    @property
-    def head(self) -> str:
-        """Head of the evaluation models: evaluate.head, else the method's own."""
-        if self.evaluate.head is not None:
-            return self.evaluate.head
-        return "rr" if self.method.endswith("-rr") else "linear"
 
     @property
     def epochs(self) -> int:
@@ -383,13 +362,14 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return d
 
 
-def effective_dict(cfg: Config) -> dict[str, Any]:
+def effective_dict(cfg: Config, head: str | None = None) -> dict[str, Any]:
     """`to_dict` with the values left to defaults (None) replaced by what a run uses,
-    so that two configs that run the same experiment compare equal."""
+    so that two configs that run the same experiment compare equal. `head`: the evaluation
+    head the method gives when evaluate.head is unset (the method registry knows it)."""
     d = to_dict(cfg)
     d["distill"].update(epochs=cfg.epochs, inner_batch_size=cfg.inner_batch_size, stats_gap=cfg.stats_gap)
     d["data"]["balanced"] = cfg.balanced
-    d["evaluate"]["head"] = cfg.head
+    d["evaluate"]["head"] = cfg.evaluate.head or head
     return d
 
 
@@ -577,9 +557,9 @@ _SEED_SUFFIX = re.compile(r"_\d+s$")
 MAX_NAME_LENGTH = 120
 
 
-def experiment_dict(cfg: Config) -> dict[str, Any]:
+def experiment_dict(cfg: Config, head: str | None = None) -> dict[str, Any]:
     """`effective_dict` without the neutral keys: equal exactly when two configs run the same experiment."""
-    flat = _flatten(effective_dict(cfg))
+    flat = _flatten(effective_dict(cfg, head))
     return {k: v for k, v in flat.items() if k not in NEUTRAL_KEYS}
 
 
@@ -644,7 +624,6 @@ def validate(cfg: Config) -> Config:
     """Check values that need no data: names, ranges and sizes."""
     from .heads import RR_GRADIENTS
     from .models import check_arch
-    from .results import run_name_problem
     from .sources import DATASETS, check_dataset_name, is_path_name
 
     def need(cond: bool, msg: str) -> None:
@@ -656,7 +635,8 @@ def validate(cfg: Config) -> Config:
         shown = repr(cfg.name if len(cfg.name) <= 40 else cfg.name[:40] + "...")
         need(problem is None, f"name {shown} {problem}; a run name is one folder name inside --out: "
                               "choose another, or leave it empty for an automatic name")
-    need(cfg.method in METHODS, f"unknown method '{cfg.method}'{did_you_mean(cfg.method, METHODS)}; known: {', '.join(METHODS)}")
+    # The method and its options are the method registry's to check (methods.check_config).
+    need(bool(cfg.method), "method must be set: `labeldistill methods` lists them")
     for key in ("source", "target"):
         check_dataset_name(getattr(cfg.data, key), key)
     need(cfg.data.target != "fake", "data.target cannot be 'fake': fake noise is only a source of base examples")
@@ -723,12 +703,6 @@ def validate(cfg: Config) -> Config:
          f"evaluate.label_temperatures must be positive, got {list(e.label_temperatures)}")
     need(e.num_val_models >= 1, f"evaluate.num_val_models must be at least 1, got {e.num_val_models}")
     need(all(s >= 1 for s in e.step_grid), f"evaluate.step_grid must hold positive step counts, got {list(e.step_grid)}")
-    inits = ("uniform",) + DIRECT_METHODS
-    need(t.init_labels in inits,
-         f"unknown distill.init_labels '{t.init_labels}'{did_you_mean(t.init_labels, inits)}; known: {', '.join(inits)}")
-    if t.init_labels != "uniform":
-        need(cfg.method.startswith("ld-"), f"distill.init_labels={t.init_labels} needs a label-distillation method "
-                                           f"(ld-rr or ld-or2), not {cfg.method}")
     sv = cfg.solve
     need(sv.num_networks >= 1, f"solve.num_networks must be at least 1, got {sv.num_networks}")
     if sv.target_size is not None:

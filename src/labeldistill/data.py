@@ -5,6 +5,7 @@ drawn later by indexing with explicit generators.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -124,7 +125,7 @@ class SplitSizes:
                 "validation_set_size": self.validation, "batch_size": self.batch_size}
 
 
-def split_sizes(cfg: Config, num_train: int) -> SplitSizes:
+def split_sizes(cfg: Config, num_train: int, target_batches: bool = True) -> SplitSizes:
     """The effective sizes of a run whose target has `num_train` training images.
 
     As in the reference scripts, a target_set_size above the target set is clamped
@@ -154,7 +155,7 @@ def split_sizes(cfg: Config, num_train: int) -> SplitSizes:
             size = requested
     batch = cfg.distill.batch_size
     if batch > size:
-        if not cfg.is_baseline:  # baselines never draw target minibatches
+        if target_batches:  # direct methods never draw target minibatches
             notes.append(f"distill.batch_size={batch} is more than the {size}-example target set; each outer "
                          f"step uses the whole target set ({size} examples)")
         batch = size
@@ -208,8 +209,10 @@ def remap_classes(original: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.tensor([mapping[c] for c in original.tolist()], dtype=torch.long)
 
 
-def prepare(cfg: Config, device: torch.device | str = "cpu", root=None) -> TaskData:
-    """Load, split and preprocess the target; select and preprocess the base examples."""
+def prepare(cfg: Config, device: torch.device | str = "cpu", root=None, target_batches: bool = True) -> TaskData:
+    """Load, split and preprocess the target; select and preprocess the base examples.
+    `target_batches`: whether the method draws target minibatches (meta-learning does), so
+    that a batch size above the target set is worth a notice."""
     d = cfg.data
     root = root if root is not None else d.root
     opts = dataset_options(d)
@@ -225,7 +228,7 @@ def prepare(cfg: Config, device: torch.device | str = "cpu", root=None) -> TaskD
     def prep(images: torch.Tensor) -> torch.Tensor:
         return preprocess(images, target_info, device)
 
-    sizes = split_sizes(cfg, raw.x_train.shape[0])
+    sizes = split_sizes(cfg, raw.x_train.shape[0], target_batches)
     train_idx, val_idx = split_train(raw.x_train.shape[0], target_info.val_fraction, cfg.seed)
     train_idx = train_idx[: sizes.target_set]
 
@@ -254,3 +257,22 @@ def prepare(cfg: Config, device: torch.device | str = "cpu", root=None) -> TaskD
         base_indices=indices, base_original_labels=original,
         mean=mean, std=std, origin=origin, sizes=sizes,
     )
+
+
+def data_fingerprint(data: TaskData) -> dict:
+    """What a resume must find as the run started: the base examples and the splits' labels
+    and shapes (exact, hashed), and sums of the images (compared within float tolerance,
+    since a run may resume on another device). Cheap next to one epoch."""
+    h = hashlib.sha256()
+    for t in (data.base_indices, data.base_original_labels, data.target_y, data.val_y, data.test_y,
+              data.target_x, data.val_x, data.test_x):
+        h.update(repr(tuple(t.shape)).encode())
+        if not t.is_floating_point():
+            h.update(t.detach().cpu().long().numpy().tobytes())
+    # Per base image: its sum and two fixed random projections (a flipped or shifted image differs too).
+    pixels = data.base_pixels.detach().flatten(1).double().cpu()
+    weights = torch.rand(pixels.shape[1], 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return {"sha256": h.hexdigest(),
+            "base_pixel_sums": torch.cat([pixels.sum(1, keepdim=True), pixels @ weights], 1),
+            "split_sums": torch.stack([x.detach().sum(dtype=torch.float64)
+                                       for x in (data.target_x, data.val_x, data.test_x)]).cpu()}

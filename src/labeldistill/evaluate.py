@@ -70,6 +70,18 @@ class Recipe:
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
+    @classmethod
+    def from_config(cls, cfg, arch: str, head: str, optimizer: str | None = None) -> "Recipe":
+        """How the evaluation models of config `cfg` learn: its evaluate section (optimizer, lr, loss,
+        translations), the inner batch size and the RR head's options of its distill section, with
+        `head` (evaluate.head or the method's own). Another `optimizer` (a transfer analysis)
+        trains with that optimizer's default learning rate."""
+        d, e = cfg.distill, cfg.evaluate
+        return cls(arch=arch, head=head, optimizer=optimizer or e.optimizer,
+                   lr=e.lr if optimizer in (None, e.optimizer) else None, batch_size=cfg.inner_batch_size,
+                   ridge_lambda=d.ridge_lambda, head_momentum=d.head_momentum, calibration_lr=d.calibration_lr,
+                   loss=e.loss, augment=e.augment, rr_gradients=d.rr_gradients)
+
 
 @dataclass
 class EvalResult:

@@ -167,7 +167,7 @@ def plot_labels(r: Run, path: Path, data_root: str | None = None, max_images: in
         ax.set_xticks([])
         ax.set_yticks([])
         top = int(labels[i].argmax())
-        is_images = r.method.startswith("dd-")
+        is_images = r.kind == "images"
         title = f"class {classes[top]}" if is_images else f"'{names[i]}' → {classes[top]} ({labels[i][top]:.2f})"
         ax.set_title(title, fontsize=9)
         bx = fig.add_subplot(inner[1])
@@ -181,7 +181,7 @@ def plot_labels(r: Run, path: Path, data_root: str | None = None, max_images: in
             bx.set_xticks(range(len(classes)))
             bx.set_xticklabels([c[:4] for c in classes], fontsize=6 if len(classes) <= 10 else 5,
                                rotation=0 if max(len(c) for c in classes) <= 1 else 90)
-    kind = "synthetic images with fixed labels" if r.method.startswith("dd-") else "base examples and learned soft labels"
+    kind = "synthetic images with fixed labels" if r.kind == "images" else "base examples and learned soft labels"
     fig.suptitle(f"{r['name']}: {kind} ({n} of {len(labels)})\n{r.pair}, test accuracy "
                  f"{r['test_accuracy_mean']:.2f} ± {r['test_accuracy_std']:.2f} %", fontsize=11)
     return _save(fig, path)

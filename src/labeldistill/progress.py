@@ -350,3 +350,17 @@ def as_callback(progress) -> tuple[Progress | None, ProgressPrinter | None]:
         return progress, None
     raise ConfigError(f"progress must be True, False, None or a callable progress(event, info), "
                       f"got {type(progress).__name__}")
+
+
+def printer(every: float | str | None, quiet: bool) -> "ProgressPrinter":
+    """Progress on stderr as the command-line options ask: bars in a terminal, plain lines
+    every `every` seconds (`--progress-every`, else the environment's) in a log file."""
+    return ProgressPrinter(sys.stderr, every=interval(every), quiet=quiet)
+
+
+def add_arguments(parser) -> None:
+    """The command line's progress options (`run`, `evaluate`, `sweep`)."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+    parser.add_argument("--progress-every", metavar="SECONDS",
+                        help="when stderr is not a terminal (a log file), a progress line at most every SECONDS "
+                             "(default: $LABELDISTILL_PROGRESS_EVERY or 30; 0: as often as the run reports)")

@@ -28,39 +28,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .config import NEUTRAL_KEYS, default_epochs
+from .config import NEUTRAL_KEYS
 from .errors import RunError
+from .methods import METHODS
 from .results import CONFIG_FILE, RESULT_FILE, RunDir
 
-METHOD_ORDER = ("ld-rr", "ld-or2", "dd-rr", "dd-or2", "label-solve", "baseline-kd", "baseline", "baseline-ls")
-METHOD_TITLES = {"ld-rr": "LD RR", "ld-or2": "LD or2", "dd-rr": "DD RR (images)", "dd-or2": "DD or2 (images)",
-                 "baseline": "true labels", "baseline-ls": "label smoothing", "baseline-kd": "teacher labels",
-                 "label-solve": "label solve"}
+
+
+def _spec(name: str):
+    """The registered method `name`, or None (a user's method, or one of another version)."""
+    return METHODS.get(name)
 
 
 def method_variant(result: dict) -> str:
     """The method and what sets its learner apart from the method's own default: a start
-    from another method's labels, another head, the mse loss, translations. Runs that
-    differ in these are different rows and columns, never repeats of one another."""
+    from another method's labels, another head, the mse loss, translations, and what the
+    method itself says of its options (`Method.describe`). Runs that differ in these are
+    different rows and columns, never repeats of one another."""
     m = result["method"]
     cfg = result.get("config") or {}
     ev, di = cfg.get("evaluate") or {}, cfg.get("distill") or {}
     learner = result.get("learner") or {}
+    spec = _spec(m)
     parts = []
-    if di.get("init_labels", "uniform") != "uniform":
-        parts.append(f"from {METHOD_TITLES.get(di['init_labels'], di['init_labels'])}")
-    if m.startswith(("ld-", "dd-")):
-        data = cfg.get("data") or {}
-        epochs = (result.get("effective") or {}).get("epochs", di.get("epochs"))
-        if epochs is not None and data.get("target") and epochs != default_epochs(data["target"],
-                                                                                  result["num_base_examples"]):
-            parts.append(f"{epochs} epochs")
-        if m.endswith("-rr") and di.get("ridge_lambda", 1.0) != 1.0:
-            parts.append(f"lambda {di['ridge_lambda']:g}")
-    if (m == "baseline-kd" or di.get("init_labels") == "baseline-kd") and ev.get("kd_num_teachers", 1) > 1:
-        parts.append(f"{ev['kd_num_teachers']} teachers")
+    init = di.get("init_labels", "uniform")
+    if init != "uniform":
+        parts.append(f"from {method_title(init)}")
+        if _spec(init) is not None and _spec(init).describe is not None:
+            parts += _spec(init).describe(result)
+    if spec is not None and spec.describe is not None:
+        parts += spec.describe(result)
     head = learner.get("head") or ev.get("head")
-    if head and head != ("rr" if m.endswith("-rr") else "linear"):
+    if head and head != (spec.head if spec is not None else "linear"):
         parts.append(f"{head} head")
     if learner.get("loss", ev.get("loss", "ce")) == "mse":
         parts.append("mse")
@@ -72,13 +71,14 @@ def method_variant(result: dict) -> str:
 
 def method_title(variant: str) -> str:
     base, _, rest = variant.partition(" [")
-    return METHOD_TITLES.get(base, base) + (f" [{rest}" if rest else "")
+    spec = _spec(base)
+    return (spec.title if spec is not None else base) + (f" [{rest}" if rest else "")
 
 
 def _method_rank(variant: str) -> tuple:
     base = variant.partition(" [")[0]
-    return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), variant)
-OPTIMIZER_TITLES = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam"}
+    spec = _spec(base)
+    return (spec.order if spec is not None else 1000, variant)
 
 
 @dataclass
@@ -108,6 +108,14 @@ class Run:
     def method(self) -> str:
         """The method with its learner variant (`method_variant`)."""
         return method_variant(self.result)
+
+    @property
+    def kind(self) -> str:
+        """direct, meta or images (`methods.KINDS`): written by the run, else the registry's."""
+        if self.result.get("kind"):
+            return self.result["kind"]
+        spec = _spec(self.result["method"])
+        return spec.kind if spec is not None else "direct"
 
 
 @dataclass

@@ -19,7 +19,6 @@ import secrets
 import shutil
 import socket
 import time
-import unicodedata
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -30,6 +29,7 @@ from typing import Any, Iterator
 import torch
 
 from .errors import RunError, RunFileError
+from .naming import MAX_NAME_BYTES, run_name_problem, safe_run_name  # noqa: F401 (re-exported)
 from .runfiles import check_result
 
 CONFIG_FILE = "config.json"
@@ -41,33 +41,6 @@ LOCK_FILE = ".lock"
 PREVIOUS_DIR = "previous"
 _ASIDE = ".previous.partial"  # files on their way into PREVIOUS_DIR (moved back if a kill interrupts that)
 _OLD_PREVIOUS = ".previous.old"  # an older PREVIOUS_DIR being replaced
-MAX_NAME_BYTES = 200  # file systems allow 255 bytes per name; leave room for suffixes
-
-
-def run_name_problem(name: str) -> str | None:
-    """Why `name` cannot be a run folder's name (a single safe path component), or None."""
-    if name.strip() != name or not name:
-        return "must not be empty or start or end with spaces"
-    if name in (".", ".."):
-        return "would be the output folder or its parent"
-    if "/" in name or "\\" in name:
-        return "cannot contain '/' or '\\'"
-    if any(unicodedata.category(ch)[0] == "C" or (ch.isspace() and ch != " ") for ch in name):
-        return "cannot contain control characters (NUL, tabs, newlines)"
-    if len(name.encode()) > MAX_NAME_BYTES:
-        return f"must be at most {MAX_NAME_BYTES} bytes long"
-    return None
-
-
-def safe_run_name(text: str) -> str:
-    """`text` made a single safe path component: separators, spaces and control characters
-    become '_', leading dots go (no hidden or '..' folder), and it is cut to MAX_NAME_BYTES."""
-    safe = "".join("_" if ch in "/\\" or ch.isspace() or unicodedata.category(ch)[0] == "C" else ch
-                   for ch in text).lstrip(".")
-    safe = safe.encode()[:MAX_NAME_BYTES].decode(errors="ignore")
-    return safe or "run"
-
-
 def _clean(obj: Any) -> Any:
     """JSON-safe copy: tensors to lists, NaN/inf to None."""
     if isinstance(obj, torch.Tensor):

@@ -39,6 +39,7 @@ from typing import Callable, Sequence
 from . import config as config_mod
 from .errors import ConfigError, LabelDistillError, RunError
 from .progress import SWEEP, Meter, Progress
+from .methods import check_config
 from .results import RunDir
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -146,6 +147,7 @@ def plan(configs: Sequence[str | Path], out: str | Path, overrides: Sequence[str
 def _job(path: Path, overrides: Sequence[str], out: Path, seen: dict[str, Path], data_root: str | None,
          device: str | None, python: str | None) -> Job:
     cfg = config_mod.load(path, overrides)
+    check_config(cfg)  # the method and its options, before any run starts
     name = cfg.run_name
     if name in seen:
         raise ConfigError(f"{path} and {seen[name]} both give the run name '{name}'; give one of them "
