@@ -77,16 +77,16 @@ def test_teacher_ensemble_averages_the_logits_of_separately_trained_teachers():
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("evaluate.kd_num_teachers", "0", "kd_num_teachers must be at least 1"),
-    ("evaluate.kd_temperature", "0", "kd_temperature must be positive"),
-    ("evaluate.kd_teacher_epochs", "0", "kd_teacher_epochs must be at least 1"),
+    ("teacher.num_teachers", "0", "teacher.num_teachers must be at least 1"),
+    ("teacher.temperature", "0", "teacher.temperature must be positive"),
+    ("evaluate.kd_teacher_epochs", "0", "teacher.train_epochs must be at least 1"),  # the earlier spelling
     ("method", "baseline-kdd", "did you mean 'baseline-kd'"),
 ])
 def test_kd_config_errors(key, value, message):
     from labeldistill.methods import check_config
 
     with pytest.raises(ConfigError, match=message):
-        check_config(config_mod.with_overrides(config_mod.Config(), [f"{key}={value}"]))
+        check_config(config_mod.with_overrides(config_mod.Config(method="baseline-kd"), [f"{key}={value}"]))
 
 
 # ---------------------------------------------------------------------------
@@ -182,3 +182,17 @@ def test_pixels_stay_in_unit_interval(variant):
     p = distilled.pixels.detach()
     assert float(p.min()) >= 0.0 and float(p.max()) <= 1.0
     assert bool(((p == 0) | (p == 1)).any())  # the clamp was active
+
+
+def test_the_earlier_spellings_of_the_teacher_options_still_load():
+    """Configs and run folders written before the `teacher` section (evaluate.kd_*) load into it,
+    and compare equal to the new spelling (a resume, a sweep's "done")."""
+    old = config_mod.from_dict({"method": "baseline-kd", "evaluate": {
+        "kd_num_teachers": 3, "kd_teacher_epochs": 4, "kd_temperature": 2.0, "kd_teacher_lr": 0.01,
+        "kd_teacher_batch_size": 64}})
+    new = config_mod.from_dict({"method": "baseline-kd", "teacher": {
+        "num_teachers": 3, "train_epochs": 4, "temperature": 2.0, "train_lr": 0.01, "train_batch_size": 64}})
+    assert old == new
+    assert config_mod.experiment_dict(old) == config_mod.experiment_dict(new)
+    assert config_mod.with_overrides(config_mod.Config(), ["kd_num_teachers=2"]).teacher.num_teachers == 2
+    assert "kd_num_teachers" not in config_mod.to_dict(new)["evaluate"]  # written in the new spelling only

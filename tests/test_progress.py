@@ -222,21 +222,22 @@ def test_resumed_distillation_reports_from_the_checkpoint(tmp_path, monkeypatch)
     """The 'distilling' phase of a resumed run starts at the checkpoint's epoch, so the rate (and
     the estimate) counts only the epochs of this process."""
     from labeldistill import experiment
+    from labeldistill.meta.loop import MetaLoop
 
     cfg = apply(Config(), {"name": "t", "method": "ld-rr", "data.source": "mnist5k", "data.target": "mnist5k",
                            "data.num_base_examples": 10, "data.target_set_size": 1024, "distill.epochs": 3,
                            "distill.batch_size": 512, "evaluate.num_test_models": 1})
-    original = experiment.Experiment.run_epoch
+    original = MetaLoop.run_epoch
 
     def stop_in_epoch_3(self, *args, **kwargs):
         if self.epoch == 2:
             raise KeyboardInterrupt  # a kill after the checkpoint of epoch 2
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(experiment.Experiment, "run_epoch", stop_in_epoch_3)
+    monkeypatch.setattr(MetaLoop, "run_epoch", stop_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         experiment.run_experiment(cfg, out=str(tmp_path), handle_signals=False)
-    monkeypatch.setattr(experiment.Experiment, "run_epoch", original)
+    monkeypatch.setattr(MetaLoop, "run_epoch", original)
     events = []
     experiment.run_experiment(cfg, out=str(tmp_path), resume=True, handle_signals=False,
                               progress=lambda e, i: events.append((e, dict(i))))

@@ -112,14 +112,6 @@ class EvalConfig:
     test_architectures: tuple[str, ...] = ()
     # Optimiser flexibility: also test with these optimisers.
     test_optimizers: tuple[str, ...] = ()
-    # Knowledge-distillation baseline (baseline-kd): a teacher trained on the target set
-    # labels the base examples with softmax(logits / kd_temperature).
-    kd_temperature: float = 4.0
-    kd_teacher_epochs: int = 2
-    kd_teacher_lr: float = 0.001
-    kd_teacher_batch_size: int = 128
-    # More than 1: an ensemble of teachers (own initialisations and data orders), logits averaged.
-    kd_num_teachers: int = 1
     # The learner of evaluation models (every method): 'ce' trains on label distributions
     # (the paper's), 'mse' regresses the logits onto real-valued labels (solved labels,
     # teacher logits). `augment`: random translations by up to this many pixels (0: none).
@@ -127,7 +119,7 @@ class EvalConfig:
     augment: int = 0
     # Direct methods with real-valued labels (label-solve, baseline-kd) under the 'ce' loss
     # map them to distributions softmax(y / t); the t with the lowest validation error wins.
-    # Empty: kd_temperature for baseline-kd, (0.1, 0.3, 1.0) for label-solve.
+    # Empty: teacher.temperature for baseline-kd, (0.1, 0.3, 1.0) for label-solve.
     label_temperatures: tuple[float, ...] = ()
     # Direct methods: validation models per candidate and the steps they are measured at
     # (empty: the reference's grid of SPEC 5).
@@ -138,6 +130,20 @@ class EvalConfig:
     # rr for ld-rr/dd-rr, linear otherwise. The reference trained a baseline with the head
     # of the script that ran it (`..._rr_...` or `..._or2_...` files).
     head: str | None = None
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Teacher labels (method baseline-kd, and distill.init_labels: baseline-kd): a teacher of
+    the evaluation architecture trained on the target set labels the base examples with
+    softmax(logits / temperature)."""
+
+    temperature: float = 4.0
+    train_epochs: int = 2
+    train_lr: float = 0.001
+    train_batch_size: int = 128
+    # More than 1: an ensemble of teachers (own initialisations and data orders), logits averaged.
+    num_teachers: int = 1
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     solve: SolveConfig = field(default_factory=SolveConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     # ---- derived values -------------------------------------------------
     @property
@@ -218,7 +225,14 @@ class Config:
 
 
 def _section_types() -> dict[str, type]:
-    return {"data": DataConfig, "distill": DistillConfig, "evaluate": EvalConfig, "solve": SolveConfig}
+    return {"data": DataConfig, "distill": DistillConfig, "evaluate": EvalConfig, "solve": SolveConfig,
+            "teacher": TeacherConfig}
+
+
+# Keys of earlier versions and where they live now: configs and run folders written with them load.
+RENAMED_KEYS = {"evaluate.kd_temperature": "teacher.temperature", "evaluate.kd_teacher_epochs": "teacher.train_epochs",
+                "evaluate.kd_teacher_lr": "teacher.train_lr", "evaluate.kd_teacher_batch_size": "teacher.train_batch_size",
+                "evaluate.kd_num_teachers": "teacher.num_teachers"}
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -305,10 +319,14 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def resolve_key(key: str) -> str:
-    """Map a dotted key or a unique leaf name to its dotted key."""
+    """Map a dotted key or a unique leaf name to its dotted key (keys of earlier versions to
+    their place now: `RENAMED_KEYS`)."""
     keys = _all_keys()
     if key in keys:
         return key
+    renamed = RENAMED_KEYS.get(key) or RENAMED_KEYS.get(f"evaluate.{key}")
+    if renamed is not None:
+        return renamed
     if key in _section_types():
         example = next(iter(_field_types(_section_types()[key])))
         raise ConfigError(f"'{key}' is a section; set its keys, e.g. {key}.{example}=...")
@@ -691,22 +709,11 @@ def validate(cfg: Config) -> Config:
         need(opt in OPTIMIZERS, f"unknown optimizer '{opt}'{did_you_mean(opt, OPTIMIZERS)}; known: {', '.join(OPTIMIZERS)}")
     if e.lr is not None:
         need(e.lr > 0, f"evaluate.lr must be positive, got {e.lr}")
-    need(e.kd_temperature > 0, f"evaluate.kd_temperature must be positive, got {e.kd_temperature}")
-    need(e.kd_teacher_epochs >= 1, f"evaluate.kd_teacher_epochs must be at least 1, got {e.kd_teacher_epochs}")
-    need(e.kd_teacher_lr > 0, f"evaluate.kd_teacher_lr must be positive, got {e.kd_teacher_lr}")
-    need(e.kd_num_teachers >= 1, f"evaluate.kd_num_teachers must be at least 1, got {e.kd_num_teachers}")
-    need(e.kd_teacher_batch_size >= 1,
-         f"evaluate.kd_teacher_batch_size must be at least 1, got {e.kd_teacher_batch_size}")
     need(e.loss in LOSSES, f"unknown evaluate.loss '{e.loss}'{did_you_mean(e.loss, LOSSES)}; known: {', '.join(LOSSES)}")
     need(e.augment >= 0, f"evaluate.augment must be 0 (off) or a number of pixels, got {e.augment}")
     need(all(t > 0 for t in e.label_temperatures),
          f"evaluate.label_temperatures must be positive, got {list(e.label_temperatures)}")
     need(e.num_val_models >= 1, f"evaluate.num_val_models must be at least 1, got {e.num_val_models}")
     need(all(s >= 1 for s in e.step_grid), f"evaluate.step_grid must hold positive step counts, got {list(e.step_grid)}")
-    sv = cfg.solve
-    need(sv.num_networks >= 1, f"solve.num_networks must be at least 1, got {sv.num_networks}")
-    if sv.target_size is not None:
-        need(sv.target_size >= 1, f"solve.target_size must be positive, got {sv.target_size}")
-    need(len(sv.ridge_lambdas) >= 1 and all(x > 0 for x in sv.ridge_lambdas),
-         f"solve.ridge_lambdas must be one or more positive numbers, got {list(sv.ridge_lambdas)}")
+    # The options of one method (teacher.*, solve.*) are checked by that method (methods/).
     return cfg

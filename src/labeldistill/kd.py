@@ -88,21 +88,21 @@ def teacher_logits(cfg, data, arch: str,
                    progress: Progress | None = None) -> tuple[torch.Tensor, dict, torch.nn.Module]:
     """The logits of a teacher trained on the target set for the base examples, facts about
     the teacher (its validation accuracy) and the teacher itself. With
-    `evaluate.kd_num_teachers` > 1 the teacher is an ensemble of that many, each with its
+    `teacher.num_teachers` > 1 the teacher is an ensemble of that many, each with its
     own initialisation and data order, whose logits are averaged. Training reports to
     `progress` as the phase 'training teachers', in steps of all teachers together."""
-    e = cfg.evaluate
-    count = e.kd_num_teachers
-    steps = count * e.kd_teacher_epochs * math.ceil(data.target_x.shape[0] / e.kd_teacher_batch_size)
+    e = cfg.teacher
+    count = e.num_teachers
+    steps = count * e.train_epochs * math.ceil(data.target_x.shape[0] / e.train_batch_size)
     names = [f"teacher {i + 1}/{count}" if count > 1 else "teacher" for i in range(count)]
-    with Meter(progress, TEACHERS, steps, "step", detail=f"{names[0]}, epoch 1/{e.kd_teacher_epochs}") as meter:
-        teachers = [train_teacher(arch, data.target_x, data.target_y, data.num_classes, epochs=e.kd_teacher_epochs,
-                                  batch_size=e.kd_teacher_batch_size, lr=e.kd_teacher_lr,
+    with Meter(progress, TEACHERS, steps, "step", detail=f"{names[0]}, epoch 1/{e.train_epochs}") as meter:
+        teachers = [train_teacher(arch, data.target_x, data.target_y, data.num_classes, epochs=e.train_epochs,
+                                  batch_size=e.train_batch_size, lr=e.train_lr,
                                   seed=teacher_seed(cfg.seed, i), meter=meter, name=names[i])
                     for i in range(count)]
     teacher = teachers[0] if len(teachers) == 1 else Ensemble(teachers).eval()
-    info = {"arch": arch, "epochs": e.kd_teacher_epochs, "batch_size": e.kd_teacher_batch_size,
-            "lr": e.kd_teacher_lr, "val_accuracy": accuracy(teacher, data.val_x, data.val_y)}
+    info = {"arch": arch, "epochs": e.train_epochs, "batch_size": e.train_batch_size,
+            "lr": e.train_lr, "val_accuracy": accuracy(teacher, data.val_x, data.val_y)}
     if len(teachers) > 1:
         info["num_teachers"] = len(teachers)
         info["member_val_accuracy"] = [accuracy(t, data.val_x, data.val_y) for t in teachers]
@@ -112,4 +112,4 @@ def teacher_logits(cfg, data, arch: str,
 def kd_labels(cfg, data, arch: str) -> tuple[torch.Tensor, dict]:
     """Soft labels softmax(teacher(x~) / T) at the configured temperature; and teacher facts."""
     logits, info, _ = teacher_logits(cfg, data, arch)
-    return soft_labels(logits, cfg.evaluate.kd_temperature), {**info, "temperature": cfg.evaluate.kd_temperature}
+    return soft_labels(logits, cfg.teacher.temperature), {**info, "temperature": cfg.teacher.temperature}

@@ -33,6 +33,7 @@ from .errors import RunError
 from .methods import METHODS
 from .results import CONFIG_FILE, RESULT_FILE, RunDir
 
+OPTIMIZER_TITLES = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam"}
 
 
 def _spec(name: str):

@@ -35,6 +35,8 @@ def _validate_init(cfg) -> None:
     if init != "uniform" and init not in direct:
         raise ConfigError(f"unknown distill.init_labels '{init}'{did_you_mean(init, direct)}; known: uniform, "
                           f"{', '.join(direct)}")
+    if init != "uniform" and registered(init).validate is not None:  # the starting labels' own options
+        registered(init).validate(cfg)
 
 
 def _describe(variant: str):

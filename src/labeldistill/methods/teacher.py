@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import RunError
+from ..errors import ConfigError, RunError
 from ..evaluate import CHANCE_MARGIN
 from ..kd import teacher_logits
 from .choose import real_valued
@@ -17,11 +17,27 @@ from .protocol import MethodContext
 
 
 def describe(result: dict) -> list[str]:
-    teachers = ((result.get("config") or {}).get("evaluate") or {}).get("kd_num_teachers", 1)
+    cfg = result.get("config") or {}
+    teachers = (cfg.get("teacher") or {}).get("num_teachers",
+                                              (cfg.get("evaluate") or {}).get("kd_num_teachers", 1))  # older runs
     return [f"{teachers} teachers"] if teachers > 1 else []
 
 
-@direct_method("baseline-kd", title="teacher labels", order=50, describe=describe,
+def validate(cfg) -> None:
+    t = cfg.teacher
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    need(t.temperature > 0, f"teacher.temperature must be positive, got {t.temperature}")
+    need(t.train_epochs >= 1, f"teacher.train_epochs must be at least 1, got {t.train_epochs}")
+    need(t.train_lr > 0, f"teacher.train_lr must be positive, got {t.train_lr}")
+    need(t.num_teachers >= 1, f"teacher.num_teachers must be at least 1, got {t.num_teachers}")
+    need(t.train_batch_size >= 1, f"teacher.train_batch_size must be at least 1, got {t.train_batch_size}")
+
+
+@direct_method("baseline-kd", title="teacher labels", order=50, describe=describe, validate=validate, options="teacher",
                summary="softmax(logits / T) of a teacher (or an ensemble) trained on the target set")
 def teacher_labels(ctx: MethodContext):
     cfg, data = ctx.cfg, ctx.data
@@ -30,9 +46,8 @@ def teacher_labels(ctx: MethodContext):
     if not bool(torch.isfinite(logits).all()) or teacher["val_accuracy"] <= chance:
         # A teacher at chance labels the base examples with noise: every candidate would be wrong.
         raise RunError(f"the teacher diverged or did not learn (validation accuracy {teacher['val_accuracy']:.2f} %, "
-                       f"chance {100.0 / data.num_classes:.2f} %); lower evaluate.kd_teacher_lr (now "
-                       f"{cfg.evaluate.kd_teacher_lr:g}) or raise evaluate.kd_teacher_epochs (now "
-                       f"{cfg.evaluate.kd_teacher_epochs})")
-    temps = cfg.evaluate.label_temperatures or (cfg.evaluate.kd_temperature,)
+                       f"chance {100.0 / data.num_classes:.2f} %); lower teacher.train_lr (now "
+                       f"{cfg.teacher.train_lr:g}) or raise teacher.train_epochs (now {cfg.teacher.train_epochs})")
+    temps = cfg.evaluate.label_temperatures or (cfg.teacher.temperature,)
     return (real_valued(cfg, logits, "teacher logits", temps, {}),
             {"teacher": teacher, "reference_models": {"teacher": model}})
