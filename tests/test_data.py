@@ -100,11 +100,12 @@ def test_fake_source_is_noise_in_target_shape():
     assert 0 <= d.base_pixels.min() and d.base_pixels.max() <= 1
 
 
-def _sizes(**values):
+def _sizes(target_batches=True, **values):
     from labeldistill.data import split_sizes
 
     cfg = C.apply(C.Config(), values)
-    return split_sizes(cfg, {"mnist": 60000, "cifar10": 50000, "cifar100": 50000, "k49": 232365}[cfg.data.target])
+    return split_sizes(cfg, {"mnist": 60000, "cifar10": 50000, "cifar100": 50000, "k49": 232365}[cfg.data.target],
+                       target_batches)
 
 
 def test_split_sizes_clamp_like_the_reference_and_say_so():
@@ -124,5 +125,5 @@ def test_split_sizes_clamp_like_the_reference_and_say_so():
     small = _sizes(**{"data.target_set_size": 100})
     assert (small.target_set, small.batch_size) == (100, 100)
     assert len(small.notes) == 1 and "batch_size=1024" in small.notes[0]
-    base = _sizes(**{"method": "baseline", "data.target_set_size": 100})
-    assert base.batch_size == 100 and base.notes == ()  # a baseline draws no target minibatches
+    base = _sizes(target_batches=False, **{"method": "baseline", "data.target_set_size": 100})
+    assert base.batch_size == 100 and base.notes == ()  # a direct method draws no target minibatches
