@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
 import math
 from typing import Callable
@@ -15,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
+from .plugins import import_object, is_object_path
 
 
 class FeatureClassifier(nn.Module):
@@ -246,29 +246,11 @@ def unregister_model(name: str) -> None:
         MODELS.pop(name, None)
 
 
-def is_factory_path(name: object) -> bool:
-    """Whether an architecture name is a `package.module:factory` path."""
-    return isinstance(name, str) and ":" in name
-
-
 def _import_factory(name: str) -> ModelFactory:
-
-    module_name, _, attr = name.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"architecture '{name}': write it as 'package.module:factory'")
-    try:
-        obj = importlib.import_module(module_name)
-    except Exception as exc:  # ModuleNotFoundError, or anything the module raises on import
-        first = " ".join(str(exc).split())[:200]
-        raise ConfigError(f"architecture '{name}': cannot import module '{module_name}' ({type(exc).__name__}: "
-                          f"{first}); put the folder that holds it on PYTHONPATH") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"architecture '{name}': module '{module_name}' has no '{attr}'")
-        obj = getattr(obj, part)
+    obj = import_object(name, f"architecture '{name}'", "package.module:factory")
     if not callable(obj):
-        raise ConfigError(f"architecture '{name}': '{attr}' is a {type(obj).__name__}, not a callable that "
-                          "builds a model")
+        raise ConfigError(f"architecture '{name}': '{name.partition(':')[2]}' is a {type(obj).__name__}, not a "
+                          "callable that builds a model")
     return obj
 
 
@@ -276,10 +258,8 @@ def resolve_factory(name: str) -> ModelFactory:
     """The factory of a registered name or of a `package.module:factory` path."""
     if name in MODELS:
         return MODELS[name]
-    if is_factory_path(name):
+    if is_object_path(name):
         return _import_factory(name)
-    from .errors import did_you_mean
-
     raise ConfigError(f"unknown architecture '{name}'{did_you_mean(name, MODELS)}; known: {', '.join(list_models())}, "
                       "or 'package.module:factory' for a model of your own")
 
