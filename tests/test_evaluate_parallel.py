@@ -171,7 +171,7 @@ def test_baseline_step_grid_is_the_references():
 
 
 def test_step_search_keeps_the_earliest_lowest_error():
-    from labeldistill.experiment import earliest_lowest
+    from labeldistill.methods import earliest_lowest
 
     assert earliest_lowest([5.0, 3.0, 4.0, 3.0, 3.5]) == 1  # a tie does not replace
     assert earliest_lowest([5.0, 3.0, 2.9]) == 2  # strictly lower does

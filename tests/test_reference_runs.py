@@ -75,7 +75,9 @@ def _run(file: str, root: Path, out: Path, capsys, *extra: str) -> tuple[dict, l
 
 
 def _notices(events: list[dict]) -> list[str]:
-    return [e["message"] for e in events if e.get("event") == "notice"]
+    """The notices about sizes the run adjusted. These one-epoch runs on 1,000 stand-in images end
+    near chance, which a run also says (a notice of its own, left out here)."""
+    return [e["message"] for e in events if e.get("event") == "notice" and "at chance" not in e["message"]]
 
 
 # file, method, head, target, inner batch, stats gap (None: baseline)
@@ -104,7 +106,8 @@ def test_reference_file_runs(file, method, head, target, inner, gap, stand_in_ro
     assert len(notes) == 2
     assert ("ignored" if target == "k49" else "target_set_size=50000") in notes[0]
     assert "batch_size=1024" in notes[1]
-    assert [line for line in err.splitlines() if "note:" in line] == [f"labeldistill: note: {n}" for n in notes]
+    assert [line for line in err.splitlines() if "note:" in line and "at chance" not in line] == [
+        f"labeldistill: note: {n}" for n in notes]
 
 
 @pytest.mark.parametrize("file,head", [("ld_10be_10ib_baseline_mn_to_mn_bl_cnn_rr_1234s_v0", "rr"),
@@ -145,4 +148,4 @@ def test_a_resumed_reference_run_logs_its_notices_once(stand_in_root, tmp_path, 
     events = [json.loads(line) for line in (tmp_path / cfg.run_name / "metrics.jsonl").read_text().splitlines()]
     notes = _notices(events)
     assert len(notes) == 2 and "ignored" in notes[0] and "batch_size=1024" in notes[1]
-    assert [info["message"] for event, info in shown if event == "notice"] == notes
+    assert [info["message"] for event, info in shown if event == "notice" and "at chance" not in info["message"]] == notes

@@ -171,7 +171,7 @@ def test_interrupted_overwrite_keeps_the_previous_result_and_a_resume_replaces_i
     old = _tree(run)
 
     def interrupted(self, *args, **kwargs):
-        raise Interrupted(signal.SIGINT, self.stop.phase)
+        raise Interrupted(signal.SIGINT, "while training the test models")
 
     monkeypatch.setattr(distill_mod.Experiment, "test", interrupted)
     assert cli.main(["run", str(cfg), "--out", str(out), "--quiet", "--overwrite"]) == 130

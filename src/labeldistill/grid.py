@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import yaml
 
 from . import config as config_mod
+from .methods import check_config
 
 BASE_COUNTS = (10, 20, 50, 100, 200, 500)
 IMAGE_COUNTS = (10, 20, 50, 100)
@@ -143,7 +144,7 @@ def write_grid(out: str | Path, clean: bool = True) -> list[Path]:
     out = Path(out)
     files = rendered_grid()
     for path, text in files.items():
-        config_mod.from_dict(yaml.safe_load(text))  # never write a config that does not validate
+        check_config(config_mod.from_dict(yaml.safe_load(text)))  # never write a config that does not validate
     if clean and out.is_dir():
         for old in out.rglob("*.yaml"):
             rel = old.relative_to(out).as_posix()
