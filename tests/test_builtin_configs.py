@@ -115,3 +115,10 @@ def test_a_built_wheel_runs_a_named_config_outside_a_clone(tmp_path):
     probe = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import labeldistill; "
                             "print(labeldistill.__file__)", str(site)], cwd=away, capture_output=True, text=True)
     assert probe.stdout.strip().startswith(str(site))
+
+
+def test_a_listing_cut_short_by_its_reader_says_nothing(tmp_path):
+    """`labeldistill configs | head -1`: the reader leaves early; no error line, exit 0."""
+    p = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m labeldistill.cli configs | head -1"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout.startswith("examples:") and p.stderr == ""

@@ -337,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     except LabelDistillError as exc:
         print(f"labeldistill: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `labeldistill configs | head`: the reader has gone, nothing to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except OSError as exc:  # a full disk or a vanished folder is one line too
         print(f"labeldistill: error: {exc}", file=sys.stderr)
         return 2
