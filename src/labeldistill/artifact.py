@@ -72,6 +72,16 @@ def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float().div_(255.0) if pixels.dtype == torch.uint8 else pixels.float()
 
 
+def storage(pixels: torch.Tensor, labels: torch.Tensor) -> dict:
+    """What a distilled dataset costs to store: its images as the artifact stores them (uint8
+    for real images, float32 for resized or synthetic ones) and one label per image in float32."""
+    stored = _pixels_for_storage(pixels)
+    labels = labels.detach()
+    return {"num_images": int(stored.shape[0]), "image_dtype": str(stored.dtype).replace("torch.", ""),
+            "image_bytes": stored.numel() * stored.element_size(),
+            "num_labels": int(labels.shape[0]), "label_dtype": "float32", "label_bytes": labels.numel() * 4}
+
+
 # ---------------------------------------------------------------------------
 # writing
 
@@ -99,6 +109,7 @@ def save_artifact(directory: str | Path, pixels: torch.Tensor, labels: torch.Ten
         "format": FORMAT, "format_version": FORMAT_VERSION,
         **card,
         "num_examples": n, "num_classes": int(tensors["labels"].shape[1]),
+        "storage": storage(pixels, labels),
         "tensor_file": TENSOR_FILE, "tensor_file_sha256": _sha256(blob),
         "tensors": {k: {"dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape),
                         "sha256": tensor_sha256(v)} for k, v in tensors.items()},

@@ -16,7 +16,7 @@ from dataclasses import replace
 import torch
 
 from . import config as config_mod
-from .artifact import CARD_FILE, save_run_artifact
+from .artifact import CARD_FILE, save_run_artifact, storage
 from .config import Config
 from .data import TaskData, data_fingerprint, prepare
 from .errors import LabelDistillError, RunError
@@ -252,6 +252,7 @@ def _run(cfg: Config, dev: torch.device, run_dir: RunDir | None, checkpoint: dic
         # The images the labels belong to, for callers without a run folder; never written to
         # result.json (the artifact is their stored copy).
         result["pixels"] = (found.pixels if found.pixels is not None else data.base_pixels).cpu()
+        result["storage"] = storage(result["pixels"], found.labels)
         if run_dir is not None:
             # The portable distilled dataset, written before the result marks the run finished.
             stored = {"labels": found.labels, "num_steps": found.num_steps, "pixels": found.pixels}
