@@ -35,3 +35,16 @@ def test_synthetic_images_are_stored_as_float32():
     got = storage(pixels, torch.full((10, 10), 0.1))
     assert got["image_dtype"] == "float32" and got["image_bytes"] == 10 * 784 * 4
     assert storage((pixels * 255).round() / 255, torch.zeros(10, 10))["image_bytes"] == 10 * 784
+
+
+def test_report_lists_each_runs_storage(tmp_path):
+    from labeldistill.cli import main
+
+    run_experiment(C.apply(C.Config(), {**TINY, "method": "baseline", "name": "b"}), out=str(tmp_path / "runs"),
+                   device="cpu", handle_signals=False)
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "rep" / "runs.csv").open()))
+    main_row = next(r for r in rows if r["table"] == "main")
+    assert (main_row["num_labels"], main_row["image_bytes"], main_row["label_bytes"]) == ("20", "15680", "800")

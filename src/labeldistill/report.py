@@ -299,7 +299,7 @@ class Report:
     def csv_records(self) -> str:
         cols = ["run", "table", "source", "target", "arch", "method", "num_base_examples", "seed",
                 "target_set_size", "setting", "test_accuracy_mean", "test_accuracy_std", "num_models",
-                "num_steps", "path"]
+                "num_steps", "num_labels", "image_bytes", "label_bytes", "path"]
         buf = io.StringIO()
         w = csv.DictWriter(buf, cols)
         w.writeheader()
@@ -569,6 +569,8 @@ def _records(runs: list[Run]) -> list[dict]:
         base = {"run": r["name"], "source": r["source"], "target": r["target"], "arch": r["arch"],
                 "method": r.method, "num_base_examples": r["num_base_examples"], "seed": r["seed"],
                 "target_set_size": r.target_set_size, "path": str(r.path)}
+        stored = r.result.get("storage") or {}  # what the distilled dataset costs (runs before it: blank)
+        base.update({k: stored.get(k) for k in ("num_labels", "image_bytes", "label_bytes")})
 
         def add(table, setting, summary, steps):
             out.append({**base, "table": table, "setting": setting,
