@@ -196,3 +196,12 @@ def test_the_earlier_spellings_of_the_teacher_options_still_load():
     assert config_mod.experiment_dict(old) == config_mod.experiment_dict(new)
     assert config_mod.with_overrides(config_mod.Config(), ["kd_num_teachers=2"]).teacher.num_teachers == 2
     assert "kd_num_teachers" not in config_mod.to_dict(new)["evaluate"]  # written in the new spelling only
+
+
+def test_run_names_keep_the_earlier_name_of_a_renamed_key():
+    """A run folder named with `evaluate.kd_teacher_epochs=1` before the teacher section existed is
+    found again, whichever spelling the override uses now."""
+    base = config_mod.Config(name="t")
+    old = config_mod.with_overrides(base, ["evaluate.kd_teacher_epochs=1"]).run_name
+    new = config_mod.with_overrides(base, ["teacher.train_epochs=1"]).run_name
+    assert old == new == "t_kd_teacher_epochs=1"

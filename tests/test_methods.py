@@ -218,3 +218,57 @@ def test_the_docs_example_of_a_method_of_ones_own_runs_as_written(tmp_path):
                         "method=mymethods:nearest_mean"], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 0, p.stderr
+
+
+REVIEW = '''
+import torch
+import torch.nn.functional as F
+from labeldistill.methods import Candidate, direct_method
+
+
+def with_grad(ctx):
+    w = torch.zeros(ctx.num_classes, requires_grad=True)
+    return F.one_hot(ctx.base_labels, ctx.num_classes).float() + 0 * w
+
+
+@direct_method("fancy_review", title="fancy", summary="two candidates of one's own", register=False)
+def fancy(ctx):
+    one_hot = F.one_hot(ctx.base_labels, ctx.num_classes).float()
+    return [Candidate("sharp", one_hot, "ce"), Candidate("soft", 0.5 * one_hot + 0.05, "ce")], {}
+'''
+
+
+@pytest.fixture
+def review_module(tmp_path, monkeypatch):
+    folder = tmp_path / "mods"
+    folder.mkdir()
+    (folder / "reviewmethods.py").write_text(REVIEW)
+    monkeypatch.syspath_prepend(str(folder))
+    sys.modules.pop("reviewmethods", None)
+    yield
+    sys.modules.pop("reviewmethods", None)
+
+
+def test_labels_with_a_graph_are_taken_as_plain_labels(review_module, tmp_path):
+    cfg = C.apply(C.Config(), {**TINY, "method": "reviewmethods:with_grad", "name": "g"})
+    result = run_experiment(cfg, out=str(tmp_path), device="cpu", handle_signals=False)
+    assert len(result["test_accuracy"]) == 3 and not result["labels"].requires_grad
+
+
+def test_a_function_declared_with_direct_method_runs_from_its_module(review_module, tmp_path):
+    cfg = C.apply(C.Config(), {**TINY, "method": "reviewmethods:fancy", "name": "f"})
+    result = run_experiment(cfg, out=str(tmp_path), device="cpu", handle_signals=False)
+    assert result["label_choice"]["candidates"] == ["sharp", "soft"]
+    assert get_method("reviewmethods:fancy").title == "fancy"
+
+
+def test_meta_learned_labels_can_start_from_a_users_method(mymethods, tmp_path):
+    from labeldistill.methods import check_config
+
+    cfg = C.apply(C.Config(), {**TINY, "method": "ld-rr", "distill.init_labels": "mymethods:true_labels",
+                               "name": "i"})
+    check_config(cfg)
+    result = run_experiment(cfg, out=str(tmp_path), device="cpu", handle_signals=False)
+    assert len(result["history"]) == 2
+    with pytest.raises(ConfigError, match="unknown distill.init_labels .ld-or2.; known: uniform"):
+        check_config(C.apply(C.Config(), {"method": "ld-rr", "distill.init_labels": "ld-or2"}))

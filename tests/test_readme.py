@@ -43,7 +43,7 @@ def example(tmp_path_factory):
 def test_readme_python_example_distills_a_folder(example):
     folder, stdout, _, _ = example
     assert len(list((folder / "my_images").iterdir())) == 10
-    run = folder / "runs" / "ld-rr_my_images_to_my_images_20be_0s"
+    run = folder / "runs" / "ld-rr_my_images_to_my_images_20be_0s_epochs=100"  # epochs=100 names the run too
     result = json.loads((run / "result.json").read_text())
     assert f"test accuracy {result['test_accuracy_mean']:.2f}" in stdout
     assert len(result["test_accuracy"]) == 20 and result["test_accuracy_mean"] > 50  # 10 classes, 20 images

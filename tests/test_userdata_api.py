@@ -210,7 +210,9 @@ def test_distill_one_call_equals_the_config_run_and_takes_arrays(tmp_path):
     assert r.images.shape == (20, 1, 28, 28)
     assert torch.equal((r.images * 255).round().to(torch.uint8)[:, 0], torch.from_numpy(x_tr)[r.result["base_indices"]])
     assert r.run_dir.parent == tmp_path / "runs" and r.run_dir.name.startswith("baseline-ls_base-")
-    assert r.result["source"] == r.result["target"] and r.run_dir.name.endswith("_20be_0s")
+    # the automatic name, then what the overrides change (as --set names a run)
+    assert r.result["source"] == r.result["target"] and "_20be_0s_" in r.run_dir.name
+    assert r.run_dir.name.endswith("_distill.batch_size=256_num_test_models=2_step_grid=40,80")
     assert r.artifact == r.run_dir / "distilled.json" and r.artifact.is_file()
     loaded = ld.load_distilled(r.run_dir)
     assert torch.allclose(loaded.labels, r.labels)

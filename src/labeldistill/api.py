@@ -105,9 +105,10 @@ def distill(base: Any, target: Any = None, *, method: str = "ld-rr", arch: str |
             values[key] = value
     values.update(dict(overrides or {}))
     start, cfg = cfg, config_mod.validate(config_mod.apply(cfg, values))
-    if config is not None:  # a config's name follows what these arguments changed, as --set does
-        keys = {config_mod.resolve_key(k) for k in values}
-        cfg = replace(cfg, name=config_mod.override_name(start, cfg, keys))
+    # The name follows what these arguments changed, as --set does (without a config: the
+    # automatic name, which spells the method, data, base examples and seed, and the rest).
+    keys = {config_mod.resolve_key(k) for k in values}
+    cfg = replace(cfg, name=config_mod.override_name(start, cfg, keys))
     from .experiment import run_experiment
 
     result = run_experiment(cfg, out=str(out) if out is not None else None, device=device,

@@ -599,7 +599,11 @@ def _name_value(key: str, value: Any) -> str:
 
 
 def _name_key(key: str) -> str:
-    """The leaf name where it is unique (`lr`), else the dotted key (`evaluate.batch_size`)."""
+    """The leaf name where it is unique (`lr`), else the dotted key (`evaluate.batch_size`). A
+    renamed key keeps its earlier name part, so run folders named before the rename still match."""
+    earlier = {now: before for before, now in RENAMED_KEYS.items()}
+    if key in earlier:
+        return earlier[key].rsplit(".", 1)[-1]
     leaf = key.rsplit(".", 1)[-1]
     return leaf if list(_all_keys().values()).count(leaf) == 1 else key
 

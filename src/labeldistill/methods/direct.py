@@ -32,6 +32,7 @@ def direct_method(name: str, *, title: str, summary: str, order: int = 100, head
                            options=options, validate=validate, describe=describe)
         if register:
             register_method(method)
+        candidates.method = method  # so that `method: "module:function"` finds the declaration
         return candidates
     return declare
 

@@ -31,6 +31,9 @@ def get_method(name: str) -> Method:
     if not is_object_path(name):
         return registered(name)
     obj = import_object(name, f"method '{name}'", FORM)
+    declared = getattr(obj, "method", None)  # a function declared with @direct_method
+    if isinstance(declared, Method):
+        obj = declared
     if isinstance(obj, Method):
         return replace(obj, name=name)
     if not callable(obj):
@@ -69,7 +72,7 @@ def check_labels(name: str, labels, ctx: MethodContext) -> torch.Tensor:
                           "(one row per base image, one column per target class)")
     if not (labels.is_floating_point() or labels.dtype in (torch.int64, torch.int32, torch.uint8, torch.bool)):
         raise ConfigError(f"method '{name}' returned labels of type {labels.dtype}; return real numbers")
-    labels = labels.to(device=ctx.base_x.device, dtype=torch.float32)
+    labels = labels.detach().to(device=ctx.base_x.device, dtype=torch.float32)  # labels, not a graph
     if not bool(torch.isfinite(labels).all()):
         raise ConfigError(f"method '{name}' returned labels with NaN or infinite values")
     if ctx.cfg.evaluate.loss == "ce":

@@ -13,14 +13,16 @@ from ..errors import ConfigError, did_you_mean
 from ..meta.loop import MetaLoop
 from .direct import start_from
 from .protocol import MethodContext, MethodOutput
-from .registry import Method, list_methods, register_method, registered
+from ..plugins import is_object_path
+from .lookup import get_method
+from .registry import Method, list_methods, register_method
 
 
 def _run(kind: str, variant: str):
     def run(ctx: MethodContext) -> MethodOutput:
         start = None
         if kind == "labels" and ctx.cfg.distill.init_labels != "uniform":
-            init = registered(ctx.cfg.distill.init_labels)
+            init = get_method(ctx.cfg.distill.init_labels)
             start = start_from(ctx, init)
             ctx.emit("initial_labels", method=init.name, labels=start.candidate.name, num_steps=start.num_steps,
                      val_error=start.val_error)
@@ -31,12 +33,18 @@ def _run(kind: str, variant: str):
 
 def _validate_init(cfg) -> None:
     init = cfg.distill.init_labels
+    if init == "uniform":
+        return
     direct = [m.name for m in list_methods() if m.kind == "direct"]
-    if init != "uniform" and init not in direct:
+    if init not in direct and not is_object_path(init):
         raise ConfigError(f"unknown distill.init_labels '{init}'{did_you_mean(init, direct)}; known: uniform, "
-                          f"{', '.join(direct)}")
-    if init != "uniform" and registered(init).validate is not None:  # the starting labels' own options
-        registered(init).validate(cfg)
+                          f"{', '.join(direct)}, or 'package.module:make_labels'")
+    method = get_method(init)
+    if method.kind != "direct":
+        raise ConfigError(f"distill.init_labels={init} is a {method.kind} method; labels can start from a direct "
+                          "method's (its candidates are chosen on validation)")
+    if method.validate is not None:  # the starting labels' own options
+        method.validate(cfg)
 
 
 def _describe(variant: str):
