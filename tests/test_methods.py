@@ -97,14 +97,19 @@ NOT_CALLABLE = 3
 '''
 
 
+def _on_path(tmp_path, monkeypatch, name: str, text: str):
+    """A module `name` of the user's own, importable for this test only."""
+    folder = tmp_path / "mods"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(folder))
+    sys.modules.pop(name, None)
+    return folder
+
+
 @pytest.fixture
 def mymethods(tmp_path, monkeypatch):
-    folder = tmp_path / "mods"
-    folder.mkdir()
-    (folder / "mymethods.py").write_text(MYMETHODS)
-    monkeypatch.syspath_prepend(str(folder))
-    sys.modules.pop("mymethods", None)
-    yield folder
+    yield _on_path(tmp_path, monkeypatch, "mymethods", MYMETHODS)
     sys.modules.pop("mymethods", None)
 
 
@@ -240,12 +245,7 @@ def fancy(ctx):
 
 @pytest.fixture
 def review_module(tmp_path, monkeypatch):
-    folder = tmp_path / "mods"
-    folder.mkdir()
-    (folder / "reviewmethods.py").write_text(REVIEW)
-    monkeypatch.syspath_prepend(str(folder))
-    sys.modules.pop("reviewmethods", None)
-    yield
+    yield _on_path(tmp_path, monkeypatch, "reviewmethods", REVIEW)
     sys.modules.pop("reviewmethods", None)
 
 
