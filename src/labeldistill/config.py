@@ -339,6 +339,14 @@ def resolve_key(key: str) -> str:
     raise ConfigError(f"unknown config key '{key}'{did_you_mean(key, candidates)}")
 
 
+def flat_keys(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping (a saved config, of any version) as dotted keys, checking nothing."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flat_keys(v, f"{prefix}{k}.") if isinstance(v, Mapping) else {f"{prefix}{k}": v})
+    return out
+
+
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():

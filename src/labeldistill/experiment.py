@@ -10,6 +10,7 @@ dataset to the run directory. Nothing here knows one method from another.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import replace
 
@@ -26,7 +27,7 @@ from .methods import Method, MethodContext, MethodOutput, check_config, evaluati
 from .models import default_arch
 from .progress import ANALYSES, LOADING, TESTING, Meter, Progress, as_callback, meter_callback
 from .results import RunDir
-from .seeding import derive_seed
+from .seeding import derive_seeds
 from .signals import stop_guard
 
 
@@ -61,14 +62,20 @@ class Experiment:
         self.progress(event, info)
 
     def _seeds(self, *names, count: int) -> list[int]:
-        return [derive_seed(self.cfg.seed, *names, i) for i in range(count)]
+        return derive_seeds(self.cfg.seed, *names, count=count)
 
     def context(self, checkpoint: dict | None = None, stop=None) -> MethodContext:
         """What the method gets: everything but the test split."""
         return MethodContext(cfg=self.cfg, data=self.data, arch=self.arch, recipe=self.recipe, device=self.device,
                              emit=self._emit, progress=self.progress, run_dir=self.run_dir, stop=stop,
                              checkpoint=checkpoint,
-                             checkpoint_extra=lambda: {"data_fingerprint": data_fingerprint(self.data)})
+                             checkpoint_extra=lambda: {"data_fingerprint": self.fingerprint})
+
+    @functools.cached_property
+    def fingerprint(self) -> dict:
+        """The data's fingerprint (`data.data_fingerprint`): checked on resume, stored in every
+        checkpoint; computed once per run."""
+        return data_fingerprint(self.data)
 
     def test(self, images: torch.Tensor, labels: torch.Tensor, num_steps: int) -> dict:
         """20 fresh models (and the configured analyses) on the test set."""
@@ -196,12 +203,12 @@ def _run(cfg: Config, dev: torch.device, run_dir: RunDir | None, checkpoint: dic
         where = cfg.data.source if cfg.data.source == cfg.data.target else f"{cfg.data.source} -> {cfg.data.target}"
         with Meter(progress, LOADING, 1, "dataset", detail=where):
             data = prepare(cfg, dev, root=root, target_batches=method.learns_over_epochs)
+        exp = Experiment(cfg, data, dev, run_dir, progress)
         if checkpoint is not None:
-            _check_same_data(checkpoint, data, run_dir)
+            _check_same_data(checkpoint, exp.fingerprint, run_dir)
         if run_dir is not None:
             _start_run_dir(run_dir, cfg, overwrite, fresh=checkpoint is None,
                            checkpoint_epoch=checkpoint["epoch"] if checkpoint is not None else 0)
-        exp = Experiment(cfg, data, dev, run_dir, progress)
         for note in data.sizes.notes:
             # Said once: logged when the run starts, only shown again when it resumes.
             if checkpoint is None:
@@ -309,13 +316,12 @@ def _prepare_run_dir(run_dir: RunDir, cfg: Config, resume: bool, overwrite: bool
     return checkpoint
 
 
-def _check_same_data(checkpoint: dict, data: TaskData, run_dir: RunDir) -> None:
-    """The checkpoint's data fingerprint must match the loaded data; checkpoints written
-    before fingerprints existed have none and resume as before."""
+def _check_same_data(checkpoint: dict, now: dict, run_dir: RunDir) -> None:
+    """The checkpoint's data fingerprint must match `now`, the loaded data's; checkpoints
+    written before fingerprints existed have none and resume as before."""
     saved = checkpoint.get("data_fingerprint")
     if saved is None:
         return
-    now = data_fingerprint(data)
     try:
         same = (saved["sha256"] == now["sha256"]
                 and torch.allclose(saved["base_pixel_sums"], now["base_pixel_sums"], rtol=1e-5, atol=1e-3)
@@ -343,10 +349,10 @@ def _same_config(saved: dict, cfg: Config, run_dir: RunDir, what: str) -> None:
             return
     except LabelDistillError:  # saved by a version with other keys: report the keys that differ
         pass
-    fs, fr = _flat(saved), _flat(resolved)
+    fs, fr = config_mod.flat_keys(saved), config_mod.flat_keys(resolved)
     # An option added in a later version is absent from older runs' configs: while it
     # keeps its default it is no difference (the older run used that default too).
-    defaults = _flat(config_mod.to_dict(Config()))
+    defaults = config_mod.flat_keys(config_mod.to_dict(Config()))
     changed = sorted(k for k in fs.keys() | fr.keys() if fs.get(k) != fr.get(k) and k not in config_mod.NEUTRAL_KEYS
                      and not (k not in fs and k in defaults and fr[k] == defaults[k]))
     if not changed:  # only keys that change no result differ
@@ -384,13 +390,3 @@ def _start_run_dir(run_dir: RunDir, cfg: Config, overwrite: bool, fresh: bool,
     else:  # resuming: epochs logged after the checkpoint are run again, so drop their lines
         run_dir.trim_log(checkpoint_epoch)
     run_dir.write_config(config_mod.to_dict(cfg))
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .config import NEUTRAL_KEYS
+from .config import NEUTRAL_KEYS, flat_keys
 from .errors import RunError
 from .methods import METHODS
 from .results import CONFIG_FILE, RESULT_FILE, RunDir
@@ -333,18 +333,11 @@ def runs_with(runs: list[Run], analysis: str) -> list[Run]:
     return newest_per_setting([r for r in runs if r.result.get(analysis)])
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def _same_config(a: Run, b: Run, ignore: Iterable[str] = ()) -> bool:
     """Equal configs apart from the name, the keys that change no result and `ignore`; a key
     only one of them has (an option added in a later version, so the older run used its
     default) is not compared."""
-    fa, fb = (_flat(r.result.get("config") or {}) for r in (a, b))
+    fa, fb = (flat_keys(r.result.get("config") or {}) for r in (a, b))
     skip = {"name", *NEUTRAL_KEYS, *ignore}
     return all(fa[k] == fb[k] for k in fa.keys() & fb.keys() if k not in skip)
 

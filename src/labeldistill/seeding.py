@@ -13,6 +13,11 @@ def derive_seed(seed: int, *names: object) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
 
 
+def derive_seeds(seed: int, *names: object, count: int) -> list[int]:
+    """`count` seeds derived from `seed` and `names` (validation, test and analysis models)."""
+    return [derive_seed(seed, *names, i) for i in range(count)]
+
+
 def generator(seed: int, *names: object) -> torch.Generator:
     """A CPU generator seeded with `derive_seed(seed, *names)`."""
     return torch.Generator().manual_seed(derive_seed(seed, *names))

@@ -51,12 +51,6 @@ class MetaLoop:
         self._extra: dict | None = None
         self._saved_epoch: int | None = None
 
-    def _emit(self, event: str, **info) -> None:
-        self.ctx.emit(event, **info)
-
-    def _seeds(self, *names, count: int) -> list[int]:
-        return self.ctx.seeds(*names, count=count)
-
     def setup(self, start=None) -> None:
         """Fresh meta-parameters: uniform labels (SPEC 4) or those a direct method chose on validation
         (`start`, a methods.Choice), or synthetic pixels uniform in [0, 1] with fixed balanced labels."""
@@ -185,7 +179,7 @@ class MetaLoop:
         if self.run_dir is not None:
             self._save_checkpoint()
             path = str(self.run_dir.checkpoint_path)
-            self._emit("interrupted", epoch=self.epoch, step=self.partial["step"] if self.partial else 0,
+            self.ctx.emit("interrupted", epoch=self.epoch, step=self.partial["step"] if self.partial else 0,
                        signal=self.stop.signum)
         raise Interrupted(self.stop.signum, where, path)
 
@@ -193,7 +187,7 @@ class MetaLoop:
         images, labels = self.distilled.current()
         steps = self.tracker.num_steps
         report = meter.counter(f"validation after epoch {self.epoch}: step", steps) if meter is not None else None
-        res = train_and_evaluate(self.recipe, images, labels, self._seeds("val", self.epoch, count=1),
+        res = train_and_evaluate(self.recipe, images, labels, self.ctx.seeds("val", self.epoch, count=1),
                                  steps, self.data.val_x, self.data.val_y, progress=report)
         # The labels are finite (`_check_finite`), so a diverging model is the learner's doing.
         check_not_diverged(res, self.data.num_classes, f"validation models of epoch {self.epoch}",
@@ -244,7 +238,7 @@ class MetaLoop:
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
             self._saved(self.epoch)
-            self._emit("resumed", epoch=self.epoch,
+            self.ctx.emit("resumed", epoch=self.epoch,
                        step=self.partial["step"] if self.partial is not None else 0)
         with self.stop.deferred():
             self._distill_loop()
@@ -279,7 +273,7 @@ class MetaLoop:
             self.train_seconds += time.perf_counter() - t0
             record = {"epoch": self.epoch, **record, "seconds": self.train_seconds}
             self.history.append(record)
-            self._emit("epoch", **record)
+            self.ctx.emit("epoch", **record)
             meter.update(self.epoch, detail="")  # the last validation's detail is done
             every = cfg.distill.checkpoint_every
             if self.run_dir is not None and every and (self.epoch % every == 0 or self.epoch == epochs):

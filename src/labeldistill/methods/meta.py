@@ -11,10 +11,10 @@ from __future__ import annotations
 from ..config import default_epochs
 from ..errors import ConfigError, did_you_mean
 from ..meta.loop import MetaLoop
-from .direct import start_from
-from .protocol import MethodContext, MethodOutput
 from ..plugins import is_object_path
+from .direct import start_from
 from .lookup import get_method
+from .protocol import MethodContext, MethodOutput
 from .registry import Method, list_methods, register_method
 
 

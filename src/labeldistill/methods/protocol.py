@@ -20,7 +20,7 @@ import torch
 from ..data import TaskData, remap_classes
 from ..evaluate import Recipe, step_grid
 from ..progress import Progress
-from ..seeding import derive_seed, generator
+from ..seeding import derive_seeds, generator
 
 
 @dataclass
@@ -46,7 +46,7 @@ class MethodContext:
     # -- seeds ---------------------------------------------------------------
     def seeds(self, *names, count: int) -> list[int]:
         """`count` seeds derived from the run's seed and `names` (e.g. seeds("val", count=3))."""
-        return [derive_seed(self.cfg.seed, *names, i) for i in range(count)]
+        return derive_seeds(self.cfg.seed, *names, count=count)
 
     @property
     def generator(self) -> torch.Generator:
