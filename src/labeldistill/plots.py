@@ -116,8 +116,6 @@ def _target_class_names(r: Run) -> list[str]:
 def base_images(r: Run, data_root: str | None = None) -> np.ndarray:
     """The run's base images as (n, H, W) or (n, H, W, 3) floats in [0, 1], upright for display:
     the copy the run stored (its artifact); runs from before artifacts re-read them from the source."""
-    import torch
-
     from .artifact import run_pixels
 
     px = run_pixels(r.path, r.result)

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import torch
 
 from .errors import RunError, RunFileError
-from .naming import MAX_NAME_BYTES, run_name_problem, safe_run_name  # noqa: F401 (re-exported)
+from .naming import run_name_problem, safe_run_name  # noqa: F401 (safe_run_name: re-exported)
 from .runfiles import check_result
 
 CONFIG_FILE = "config.json"
