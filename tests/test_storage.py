@@ -7,7 +7,7 @@ import json
 import torch
 
 from labeldistill import config as C
-from labeldistill.artifact import storage
+from labeldistill.budget import storage
 from labeldistill.experiment import run_experiment
 
 TINY = {"data.source": "mnist5k", "data.target": "mnist5k", "data.num_base_examples": 20,
@@ -19,7 +19,8 @@ def test_real_images_count_as_bytes_and_labels_as_float32(tmp_path):
     result = run_experiment(C.apply(C.Config(), {**TINY, "method": "baseline", "name": "b"}), out=str(tmp_path),
                             device="cpu", handle_signals=False)
     want = {"num_images": 20, "image_dtype": "uint8", "image_bytes": 20 * 28 * 28,
-            "num_labels": 20, "label_dtype": "float32", "label_bytes": 20 * 10 * 4}
+            "num_labels": 20, "label_dtype": "float32", "label_bytes": 20 * 10 * 4, "labels_per_image": 1.0,
+            "total_bytes": 20 * 28 * 28 + 20 * 10 * 4, "budget": "one label per image"}
     assert result["storage"] == want
     card = json.loads((tmp_path / "b" / "distilled.json").read_text())
     assert card["storage"] == want

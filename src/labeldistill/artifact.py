@@ -28,11 +28,13 @@ from typing import Any
 
 import torch
 
+from .budget import budget_name, pack, sparse, storage, stored_pixels, unpack
 from .errors import ConfigError, DataError, RunFileError
 from .evaluate import Recipe
 from .heads import RR_GRADIENTS
 from .methods import evaluation_head
 from .runfiles import check_card
+from .views import make_views
 
 FORMAT = "labeldistill-distilled-dataset"
 FORMAT_VERSION = 1
@@ -58,28 +60,9 @@ def tensor_sha256(t: torch.Tensor) -> str:
     return _sha256(header + t.reshape(-1).view(torch.uint8).numpy().tobytes()) if t.numel() else _sha256(header)
 
 
-def _pixels_for_storage(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 when pixels are exactly k/255 (unresized real images), else float32."""
-    pixels = pixels.detach().float().cpu().contiguous()
-    as_u8 = (pixels * 255.0).round().clamp(0, 255).to(torch.uint8)
-    if torch.equal(as_u8.float().div_(255.0), pixels):
-        return as_u8
-    return pixels
-
-
 def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
     """Stored pixels -> float32 in [0, 1], exactly as `data.to_pixels` computes them."""
     return pixels.float().div_(255.0) if pixels.dtype == torch.uint8 else pixels.float()
-
-
-def storage(pixels: torch.Tensor, labels: torch.Tensor) -> dict:
-    """What a distilled dataset costs to store: its images as the artifact stores them (uint8
-    for real images, float32 for resized or synthetic ones) and one label per image in float32."""
-    stored = _pixels_for_storage(pixels)
-    labels = labels.detach()
-    return {"num_images": int(stored.shape[0]), "image_dtype": str(stored.dtype).replace("torch.", ""),
-            "image_bytes": stored.numel() * stored.element_size(),
-            "num_labels": int(labels.shape[0]), "label_dtype": "float32", "label_bytes": labels.numel() * 4}
 
 
 # ---------------------------------------------------------------------------
@@ -87,29 +70,40 @@ def storage(pixels: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 def save_artifact(directory: str | Path, pixels: torch.Tensor, labels: torch.Tensor, card: dict,
-                  extra: dict[str, torch.Tensor] | None = None) -> Path:
+                  extra: dict[str, torch.Tensor] | None = None, label_dtype: str = "float32", top_k: int = 0,
+                  views=None, budget: str | None = None) -> Path:
     """Write `distilled.safetensors` and `distilled.json` into `directory` atomically.
 
     `card` holds the descriptive fields (see `run_card`); this function adds the
-    format, shapes, dtypes and checksums. Returns the card's path.
+    format, shapes, dtypes and checksums. The labels are stored in `label_dtype`,
+    dense or as their `top_k` entries (budget.pack); with `views`
+    (views.Views), one label per view and the views' parameters. Returns the card's path.
     """
     from safetensors.torch import save
 
     from .results import atomic_write_bytes, atomic_write_json
 
     directory = Path(directory)
-    tensors = {"pixels": _pixels_for_storage(pixels), "labels": labels.detach().float().cpu().contiguous()}
+    tensors = {"pixels": stored_pixels(pixels), **pack(labels, label_dtype, top_k)}
+    if views is not None:
+        tensors.update(views.params.tensors())
     for k, v in (extra or {}).items():
         tensors[k] = v.detach().cpu().contiguous()
     n = tensors["pixels"].shape[0]
-    if tensors["labels"].shape[0] != n:
-        raise ValueError(f"{n} images but {tensors['labels'].shape[0]} labels")
+    examples = n if views is None else len(views.params)
+    if labels.shape[0] != examples:
+        raise ValueError(f"{examples} {'views' if views is not None else 'images'} but {labels.shape[0]} labels")
     blob = save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
     full = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         **card,
-        "num_examples": n, "num_classes": int(tensors["labels"].shape[1]),
-        "storage": storage(pixels, labels),
+        "num_examples": examples, "num_classes": int(labels.shape[1]),
+        "num_base_images": n,
+        **({"views": views.card()} if views is not None else {}),
+        "labels": {"dtype": label_dtype, "top_k": top_k if sparse(int(labels.shape[1]), top_k) else 0,
+                   "stored_as": "label_values and label_indices (each label's top_k entries)"
+                   if sparse(int(labels.shape[1]), top_k) else "labels (dense)"},
+        "storage": storage(pixels, labels, label_dtype, top_k, budget),
         "tensor_file": TENSOR_FILE, "tensor_file_sha256": _sha256(blob),
         "tensors": {k: {"dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape),
                         "sha256": tensor_sha256(v)} for k, v in tensors.items()},
@@ -163,7 +157,8 @@ def run_card(cfg, target: TargetImages, recipe, num_steps: int, kind: str, resul
         "recipe": {**{k: getattr(recipe, k) for k in (*RECIPE_KEYS, *OPTIONAL_RECIPE_KEYS)},
                    "learning_rate": recipe.learning_rate, "num_steps": int(num_steps),
                    "loss_definition": LOSS_TEXT[recipe.loss],
-                   "minibatch": "batch_size base examples drawn without replacement at every step"
+                   "minibatch": "batch_size labelled examples (base images, or their views) drawn without replacement at "
+                                "every step"
                                 + (f", each translated by up to {recipe.augment} pixels (edges replicated)"
                                    if recipe.augment else "")},
         "accuracy": {"mean": result["test_accuracy_mean"], "std": result["test_accuracy_std"],
@@ -187,7 +182,9 @@ def save_run_artifact(directory: str | Path, cfg, data, recipe, found: dict, res
         extra = {"base_indices": data.base_indices.long(), "base_original_labels": data.base_original_labels.long()}
     card = run_card(cfg, TargetImages.of_data(data), recipe, found["num_steps"], "images" if synthetic else "labels",
                     result)
-    return save_artifact(directory, pixels, found["labels"], card, extra)
+    s = cfg.storage
+    return save_artifact(directory, pixels, found["labels"], card, extra, s.label_dtype, s.top_k,
+                         found.get("views"), budget_name(cfg))
 
 
 def export_run(run_dir: str | Path, root: str | None = None, device: str | torch.device = "cpu") -> Path:
@@ -210,14 +207,20 @@ def export_run(run_dir: str | Path, root: str | None = None, device: str | torch
     except ConfigError as exc:
         raise RunFileError(f"{rd.path / 'config.json'}: {exc}") from None
     stored = _readable_artifact(rd.path, result)
+    views = None
     if stored is not None:
         pixels, target = stored.pixels.cpu(), TargetImages.of_card(stored.card)
         extra = {k: stored.tensors[k] for k in ("base_indices", "base_original_labels") if k in stored.tensors}
         kind = stored.card["kind"]
+        views = stored.views
     else:
         pixels, target, extra, kind = _images_from_data(rd, result, cfg, root, device)
+        if cfg.views.per_image:
+            mean, std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in (target.mean, target.std))
+            views = make_views(cfg, (pixels_to_float(pixels).cpu() - mean) / std)
     card = run_card(cfg, target, Recipe.from_config(cfg, result.arch, result.head or evaluation_head(cfg)), result.num_steps, kind, result)
-    path = save_artifact(rd.path, pixels, result.labels, card, extra)
+    s = cfg.storage
+    path = save_artifact(rd.path, pixels, result.labels, card, extra, s.label_dtype, s.top_k, views, budget_name(cfg))
     if result.artifact != CARD_FILE:
         rd.write_result(replace(result, artifact=CARD_FILE))
     return path
@@ -285,13 +288,21 @@ class DistilledDataset(torch.utils.data.Dataset):
     `evaluate.Recipe`), `num_steps`, `class_names`, `mean`, `std`, `path`.
     """
 
-    def __init__(self, pixels: torch.Tensor, labels: torch.Tensor, card: dict, tensors: dict, path: Path):
+    def __init__(self, pixels: torch.Tensor, labels: torch.Tensor, card: dict, tensors: dict, path: Path,
+                 views=None):
+        from .views import Views, apply
+
         self.card, self.path, self.tensors = card, path, tensors
         img = card["image"]
         self.mean = torch.tensor(img["mean"], dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(img["std"], dtype=torch.float32).view(-1, 1, 1)
         self.pixels = pixels_to_float(pixels)
-        self.images = (self.pixels - self.mean) / self.std
+        self.base_images = (self.pixels - self.mean) / self.std
+        self.views = None
+        if views is not None:  # one label per view: the views are made again from the base images
+            spec, seed, params = views
+            self.views = Views(spec, seed, params, apply(self.base_images, params))
+        self.images = self.base_images if self.views is None else self.views.images
         self.labels = labels
 
     def __len__(self) -> int:
@@ -325,7 +336,8 @@ class DistilledDataset(torch.utils.data.Dataset):
         return dict(self.card.get("accuracy", {}))
 
     def to(self, device) -> "DistilledDataset":
-        self.images, self.pixels, self.labels = (t.to(device) for t in (self.images, self.pixels, self.labels))
+        self.images, self.pixels, self.labels, self.base_images = (
+            t.to(device) for t in (self.images, self.pixels, self.labels, self.base_images))
         self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self
 
@@ -403,13 +415,21 @@ def load_distilled(path: str | Path, device: str | torch.device = "cpu") -> Dist
                             f"{list(t.shape)} but the card says {spec['dtype']} {spec['shape']}")
         if tensor_sha256(t) != spec["sha256"]:
             raise DataError(f"checksum mismatch for tensor '{name}' in {tensor_path}; the artifact is corrupted")
-    for name in ("pixels", "labels"):
+    sparse_labels = "label_values" in card["tensors"]
+    for name in ("pixels", *(("label_values", "label_indices") if sparse_labels else ("labels",))):
         if name not in tensors or name not in card["tensors"]:
             raise DataError(f"{tensor_path} lacks the tensor '{name}'")
-    pixels, labels = tensors["pixels"], tensors["labels"]
     n, c = card["num_examples"], card["num_classes"]
+    if sparse_labels and (tensors["label_values"].shape != tensors["label_indices"].shape
+                          or tensors["label_values"].dim() != 2 or _largest(tensors["label_indices"]) >= c):
+        raise DataError(f"the top-k labels in {tensor_path} do not fit {c} classes")
+    pixels, labels = tensors["pixels"], unpack(tensors, c)
+    views = None
+    if "views" in card:
+        views = _stored_views(card, tensors, card_path)
     img = card["image"]
-    expect = (n, img["channels"], img["size"], img["size"])
+    base = card.get("num_base_images", n)
+    expect = (base, img["channels"], img["size"], img["size"])
     if tuple(pixels.shape) != expect:
         raise DataError(f"the card describes {n} images of {img['channels']}x{img['size']}x{img['size']} but "
                         f"'pixels' has shape {list(pixels.shape)}")
@@ -424,7 +444,36 @@ def load_distilled(path: str | Path, device: str | torch.device = "cpu") -> Dist
         raise DataError(f"the soft labels in {tensor_path} hold negative or non-finite values")
     if pixels.dtype != torch.uint8 and (not bool(torch.isfinite(pixels).all()) or pixels.min() < 0 or pixels.max() > 1):
         raise DataError(f"the pixels in {tensor_path} are outside [0, 1]")
-    return DistilledDataset(pixels, labels, card, tensors, card_path).to(device)
+    return DistilledDataset(pixels, labels, card, tensors, card_path, views).to(device)
+
+
+def _largest(t: torch.Tensor) -> int:
+    return int(t.max()) if t.numel() else 0
+
+
+def _stored_views(card: dict, tensors: dict, card_path: Path):
+    """The views of an artifact: their stored parameters, which must be those its specification
+    and seed draw (so that the views are made again exactly as the run made them)."""
+    from .views import ViewParams, ViewSpec, draw_params
+
+    missing = [k for k in ("view_sources", "view_weight", "view_mix", "view_box", "view_theta") if k not in tensors]
+    if missing:
+        raise DataError(f"{card_path} describes views but its tensors lack {', '.join(missing)}")
+    try:
+        spec = ViewSpec.from_dict(card["views"])
+        seed = int(card["views"]["seed"])
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{card_path}: its views section cannot be read ({exc})") from None
+    params = ViewParams.from_tensors(tensors)
+    base = card.get("num_base_images", 0)
+    if len(params) != card["num_examples"] or _largest(params.sources) >= base:
+        raise DataError(f"{card_path}: {len(params)} view parameters for {card['num_examples']} labels of {base} "
+                        "base images")
+    img = card["image"]
+    if not params.equals(draw_params(spec, base, img["size"], img["size"], seed)):
+        raise DataError(f"{card_path}: the stored view parameters differ from those views.seed {seed} draws; the "
+                        "artifact was altered")
+    return spec, seed, params
 
 
 # ---------------------------------------------------------------------------

@@ -159,6 +159,32 @@ class SolveConfig:
 
 
 @dataclass(frozen=True)
+class ViewsConfig:
+    """Labelled augmented views of the base images (SPEC 12, labeldistill.views): per_image views
+    of every base image, each a mix of it with another base image, then a random affine
+    transform. 0 views: the base images themselves, one label each (the paper)."""
+
+    per_image: int = 0
+    include_original: bool = True  # the first view of every image is the image itself
+    rotate: float = 15.0  # degrees
+    scale: float = 0.1  # in [1 - scale, 1 + scale]
+    translate: float = 0.1  # a fraction of the image side
+    mix: str = "cutmix"  # none | mixup | cutmix
+    mix_alpha: float = 1.0  # the mixing weight ~ Beta(alpha, alpha)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """How the labels are stored, and the budget they must fit (labeldistill.budget)."""
+
+    label_dtype: str = "float32"  # float32 | float16
+    top_k: int = 0  # keep each label's k largest entries, stored as values and class indices (0: all)
+    # 'images': with views, the labels take no more bytes than the base images they label;
+    # 'none': no limit
+    budget: str = "images"
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = ""
     method: str = "ld-rr"
@@ -171,6 +197,8 @@ class Config:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     solve: SolveConfig = field(default_factory=SolveConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     # ---- derived values -------------------------------------------------
     @property
@@ -202,10 +230,15 @@ class Config:
         return 200 if self.data.num_base_examples > 100 else 50
 
     @property
+    def num_examples(self) -> int:
+        """Labelled examples: views.per_image views of every base image, or the base images."""
+        return self.data.num_base_examples * (self.views.per_image or 1)
+
+    @property
     def inner_batch_size(self) -> int:
         if self.distill.inner_batch_size is not None:
             return self.distill.inner_batch_size
-        n = self.data.num_base_examples
+        n = self.num_examples
         if self.data.target == "cifar100":
             return min(_INNER_BATCH_CIFAR100, n)
         for size in sorted(_INNER_BATCH):
@@ -226,7 +259,7 @@ class Config:
 
 def _section_types() -> dict[str, type]:
     return {"data": DataConfig, "distill": DistillConfig, "evaluate": EvalConfig, "solve": SolveConfig,
-            "teacher": TeacherConfig}
+            "teacher": TeacherConfig, "views": ViewsConfig, "storage": StorageConfig}
 
 
 # Keys of earlier versions and where they live now: configs and run folders written with them load.
@@ -700,8 +733,9 @@ def validate(cfg: Config) -> Config:
     if t.epochs is not None:
         need(t.epochs >= 1, f"distill.epochs must be at least 1, got {t.epochs}")
     need(t.batch_size >= 1, f"distill.batch_size must be at least 1, got {t.batch_size}")
-    need(1 <= cfg.inner_batch_size <= d.num_base_examples,
-         f"the inner batch size ({cfg.inner_batch_size}) must be between 1 and data.num_base_examples ({d.num_base_examples})")
+    need(1 <= cfg.inner_batch_size <= cfg.num_examples,
+         f"the inner batch size ({cfg.inner_batch_size}) must be between 1 and the number of labelled examples "
+         f"({cfg.num_examples}: data.num_base_examples" + (" times views.per_image)" if cfg.views.per_image else ")"))
     for key in ("inner_lr", "label_lr", "model_lr", "calibration_lr", "ridge_lambda"):
         need(getattr(t, key) > 0, f"distill.{key} must be positive, got {getattr(t, key)}")
     need(0 <= t.head_momentum < 1, f"distill.head_momentum must be in [0, 1), got {t.head_momentum}")
@@ -727,5 +761,10 @@ def validate(cfg: Config) -> Config:
          f"evaluate.label_temperatures must be positive, got {list(e.label_temperatures)}")
     need(e.num_val_models >= 1, f"evaluate.num_val_models must be at least 1, got {e.num_val_models}")
     need(all(s >= 1 for s in e.step_grid), f"evaluate.step_grid must hold positive step counts, got {list(e.step_grid)}")
+    from .budget import check_storage
+    from .views import ViewSpec
+
+    ViewSpec(**dataclasses.asdict(cfg.views))  # its own checks, one line each
+    check_storage(cfg.storage)
     # The options of one method (teacher.*, solve.*) are checked by that method (methods/).
     return cfg

@@ -6,7 +6,8 @@ drawn later by indexing with explicit generators.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,9 @@ class TaskData:
     std: torch.Tensor
     origin: str = ""
     sizes: SplitSizes | None = None  # the effective target-set, validation and batch sizes
+    # views.Views of the base images: then base_x holds the views (what gets labelled), and
+    # base_pixels, base_indices and base_original_labels stay those of the base images
+    views: Any = None
 
     @property
     def num_classes(self) -> int:
@@ -52,6 +56,11 @@ class TaskData:
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         return (pixels - self.mean) / self.std
+
+
+def with_views(data: TaskData, views) -> TaskData:
+    """The task data with its examples to label replaced by `views` (views.Views), or as it is (None)."""
+    return data if views is None else replace(data, base_x=views.images, views=views)
 
 
 def to_pixels(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:

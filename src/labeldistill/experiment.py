@@ -17,9 +17,10 @@ from dataclasses import replace
 import torch
 
 from . import config as config_mod
-from .artifact import CARD_FILE, save_run_artifact, storage
+from .artifact import CARD_FILE, save_run_artifact
+from .budget import budget_name, check_budget, compress, storage
 from .config import Config
-from .data import TaskData, data_fingerprint, prepare
+from .data import TaskData, data_fingerprint, prepare, with_views
 from .errors import LabelDistillError, RunError
 from .evaluate import CHANCE_MARGIN, Recipe, accuracy_summary, check_not_diverged, lr_advice, train_and_evaluate
 from .kd import accuracy
@@ -29,6 +30,7 @@ from .progress import ANALYSES, LOADING, TESTING, Meter, Progress, as_callback, 
 from .results import RunDir
 from .seeding import derive_seeds
 from .signals import stop_guard
+from .views import make_views
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -203,6 +205,8 @@ def _run(cfg: Config, dev: torch.device, run_dir: RunDir | None, checkpoint: dic
         where = cfg.data.source if cfg.data.source == cfg.data.target else f"{cfg.data.source} -> {cfg.data.target}"
         with Meter(progress, LOADING, 1, "dataset", detail=where):
             data = prepare(cfg, dev, root=root, target_batches=method.learns_over_epochs)
+            check_budget(cfg, data.base_pixels, data.num_classes)
+            data = with_views(data, make_views(cfg, data.base_x))
         exp = Experiment(cfg, data, dev, run_dir, progress)
         if checkpoint is not None:
             _check_same_data(checkpoint, exp.fingerprint, run_dir)
@@ -226,10 +230,12 @@ def _run(cfg: Config, dev: torch.device, run_dir: RunDir | None, checkpoint: dic
             found.info[name] = {**found.info.get(name, {}), "test_accuracy": accuracy(model, data.test_x, data.test_y)}
             exp._emit(name, **found.info[name])
         guard.phase = "while training the test models"
-        # The test models are trained the way the method's choice was validated.
+        # The test models are trained the way the method's choice was validated, on the labels as stored.
         exp.recipe = found.recipe
+        views = found.views if found.views is not None else data.views
+        labels = compress(found.labels, cfg.storage.label_dtype, cfg.storage.top_k, found.recipe.loss)
         t0 = time.perf_counter()
-        tested = exp.test(found.images, found.labels, found.num_steps)
+        tested = exp.test(found.images, labels, found.num_steps)
         test_seconds = time.perf_counter() - t0
         result = {
             "name": cfg.run_name, "method": cfg.method, "kind": method.kind, "source": cfg.data.source,
@@ -237,7 +243,7 @@ def _run(cfg: Config, dev: torch.device, run_dir: RunDir | None, checkpoint: dic
             "num_base_examples": cfg.data.num_base_examples, "seed": cfg.seed,
             **tested,
             "num_steps": found.num_steps, "val_error": found.val_error, "best_epoch": found.best_epoch,
-            "labels": found.labels.cpu(),
+            "labels": labels.cpu(),
             "base_indices": data.base_indices, "base_original_labels": data.base_original_labels,
             "base_class_names": [_class_name(data, c) for c in data.base_original_labels.tolist()],
             "history": found.history, "train_seconds": found.train_seconds, "test_seconds": test_seconds,
@@ -259,10 +265,13 @@ def _run(cfg: Config, dev: torch.device, run_dir: RunDir | None, checkpoint: dic
         # The images the labels belong to, for callers without a run folder; never written to
         # result.json (the artifact is their stored copy).
         result["pixels"] = (found.pixels if found.pixels is not None else data.base_pixels).cpu()
-        result["storage"] = storage(result["pixels"], found.labels)
+        result["storage"] = storage(result["pixels"], labels, cfg.storage.label_dtype, cfg.storage.top_k,
+                                    budget_name(cfg))
+        if views is not None:
+            result["views"] = views.card()
         if run_dir is not None:
             # The portable distilled dataset, written before the result marks the run finished.
-            stored = {"labels": found.labels, "num_steps": found.num_steps, "pixels": found.pixels}
+            stored = {"labels": labels, "num_steps": found.num_steps, "pixels": found.pixels, "views": views}
             save_run_artifact(run_dir.path, cfg, data, exp.recipe, stored, result)
             result["artifact"] = CARD_FILE
             run_dir.write_result(result)

@@ -135,7 +135,7 @@ RESULT_OPTIONAL = {
     "head": "str", "test_loss": "numbers?", "val_error": "number?", "best_epoch": "int?",
     "base_class_names": "strs", "base_original_labels": "ints?", "train_seconds": "number",
     "test_seconds": "number", "effective": "dict", "learner": "dict", "seeds": "dict", "artifact": "str", "num_steps_analysis": "dict",
-    "architecture_transfer": "dict", "optimizer_transfer": "dict",
+    "architecture_transfer": "dict", "optimizer_transfer": "dict", "views": "dict", "storage": "dict",
 }
 SUMMARY = {"test_accuracy_mean": "number", "test_accuracy_std": "number"}
 EPOCH_RECORD = {"epoch": "int", "train_error": "number?", "meta_loss": "number?", "model_loss": "number?",
@@ -149,7 +149,13 @@ LEARNER = {"head": "str", "loss": "str", "augment": "int", "optimizer": "str", "
 def check_result(obj: Any, path: Path) -> dict:
     """A finished run's result: what `report`, `plot`, `export` and a resume read from it."""
     r = check_fields(obj, path, RESULT_REQUIRED, RESULT_OPTIONAL)
-    if len(r["base_indices"]) != len(r["labels"]):
+    views = r.get("views")
+    if views is not None:
+        check_fields(views, path, {"per_image": "int", "num_views": "int", "seed": "int"}, where="views.")
+        if views["num_views"] != len(r["labels"]) or views["num_views"] != views["per_image"] * len(r["base_indices"]):
+            raise _fail(path, f"{len(r['labels'])} labels but {views['num_views']} views of "
+                              f"{len(r['base_indices'])} base images")
+    elif len(r["base_indices"]) != len(r["labels"]):
         raise _fail(path, f"{len(r['labels'])} labels but {len(r['base_indices'])} base_indices")
     history = r["history"]
     kind = EPOCH_RECORD if history and "epoch" in history[0] else STEP_RECORD

@@ -47,6 +47,8 @@ def run_direct(ctx: MethodContext, candidates: CandidatesFn) -> MethodOutput:
     cfg, data = ctx.cfg, ctx.data
     t0 = time.perf_counter()
     offered, info = candidates(ctx)
+    # Validated as they will be stored (storage.label_dtype, storage.top_k)
+    offered = [replace(c, labels=ctx.stored(c.labels, c.loss)) for c in offered]
     info = dict(info)
     reference_models = info.pop("reference_models", {})
     choice = choose_on_validation(ctx.recipe, data.base_x, offered, ctx.seeds("val", count=cfg.evaluate.num_val_models),
@@ -60,7 +62,8 @@ def run_direct(ctx: MethodContext, candidates: CandidatesFn) -> MethodOutput:
                                 **choice.candidate.info, "candidates": [c.name for c in offered]}
     return MethodOutput(labels=choice.candidate.labels, images=data.base_x, num_steps=choice.num_steps,
                         val_error=choice.val_error, recipe=choice.recipe, history=choice.history, info=info,
-                        train_seconds=time.perf_counter() - t0, reference_models=reference_models)
+                        train_seconds=time.perf_counter() - t0, reference_models=reference_models,
+                        views=data.views)
 
 
 def start_from(ctx: MethodContext, method: Method) -> Choice:

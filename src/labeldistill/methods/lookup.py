@@ -69,7 +69,7 @@ def check_labels(name: str, labels, ctx: MethodContext) -> torch.Tensor:
     want = (ctx.base_x.shape[0], ctx.num_classes)
     if tuple(labels.shape) != want:
         raise ConfigError(f"method '{name}' returned labels of shape {tuple(labels.shape)}; expected {want} "
-                          "(one row per base image, one column per target class)")
+                          "(one row per base image, or per view with views, one column per target class)")
     if not (labels.is_floating_point() or labels.dtype in (torch.int64, torch.int32, torch.uint8, torch.bool)):
         raise ConfigError(f"method '{name}' returned labels of type {labels.dtype}; return real numbers")
     labels = labels.detach().to(device=ctx.base_x.device, dtype=torch.float32)  # labels, not a graph
@@ -91,6 +91,9 @@ def check_config(cfg) -> Method:
         meta = ", ".join(m.name for m in list_methods() if m.kind == "meta")
         raise ConfigError(f"distill.init_labels={cfg.distill.init_labels} needs a method that meta-learns labels "
                           f"({meta}), not {cfg.method}")
+    if cfg.views.per_image and method.kind == "images":
+        raise ConfigError(f"views label real base images, and {cfg.method} learns synthetic images; set "
+                          "views.per_image=0 or use a method that makes labels")
     if method.validate is not None:
         method.validate(cfg)
     return method

@@ -17,10 +17,18 @@ from typing import Any, Callable
 
 import torch
 
+from ..budget import compress
 from ..data import TaskData, remap_classes
 from ..evaluate import Recipe, step_grid
+from ..labels import one_hot
 from ..progress import Progress
 from ..seeding import derive_seeds, generator
+from ..views import true_labels as view_true_labels
+
+
+# Step counts searched with views when evaluate.step_grid is empty: a pool of views takes
+# longer to learn than the reference's few base images.
+VIEW_STEP_GRID = (500, 1000, 1500, 2000, 3000)
 
 
 @dataclass
@@ -56,7 +64,14 @@ class MethodContext:
     def step_grid(self) -> list[int]:
         """Step counts at which validation models are measured: evaluate.step_grid, or the
         reference's grid for the number of base examples (SPEC 5)."""
-        return sorted(set(self.cfg.evaluate.step_grid)) or step_grid(self.cfg.data.num_base_examples)
+        if self.cfg.evaluate.step_grid:
+            return sorted(set(self.cfg.evaluate.step_grid))
+        return list(VIEW_STEP_GRID) if self.data.views is not None else step_grid(self.cfg.data.num_base_examples)
+
+    def stored(self, labels: torch.Tensor, loss: str) -> torch.Tensor:
+        """`labels` as the run stores them (storage.label_dtype, storage.top_k: budget.compress):
+        what validation models must train on so that the choice holds for what is tested."""
+        return compress(labels, self.cfg.storage.label_dtype, self.cfg.storage.top_k, loss)
 
     # -- the simple protocol's data --------------------------------------------
     @property
@@ -65,13 +80,33 @@ class MethodContext:
         return self.data.base_x
 
     @property
-    def base_labels(self) -> torch.Tensor:
+    def base_image_labels(self) -> torch.Tensor:
         """The base images' original classes as target classes: their own class within a dataset;
         across datasets the reference's remapping, as the true-label baseline uses (SPEC 5)."""
         d = self.data
         if self.cfg.data.source == self.cfg.data.target or self.cfg.data.source == "fake":
             return d.base_original_labels
         return remap_classes(d.base_original_labels, d.num_classes)
+
+    @property
+    def base_labels(self) -> torch.Tensor:
+        """The class of every row of `base_x` (`base_image_labels`); with views, that of the base
+        image each view was made from (a mixed view also holds another image: `true_labels`)."""
+        classes = self.base_image_labels
+        views = self.data.views
+        return classes if views is None else classes[views.params.sources[:, 0]]
+
+    def true_labels(self, smoothing: float = 0.0) -> torch.Tensor:
+        """(len(base_x), num_classes) true labels, (1 - smoothing) * y + smoothing / C: one-hot classes
+        of the base images, or, with views, each view's two classes in proportion to their share."""
+        views = self.data.views
+        if views is None:
+            y = one_hot(self.base_image_labels, self.num_classes)
+        else:
+            y = view_true_labels(views.params, self.base_image_labels, self.num_classes)
+        if smoothing:
+            y = y * (1.0 - smoothing) + smoothing / self.num_classes
+        return y.to(self.base_x.device)
 
     @property
     def target_x(self) -> torch.Tensor:
@@ -99,6 +134,7 @@ class MethodOutput:
     best_epoch: int | None = None
     pixels: torch.Tensor | None = None  # synthetic images in [0, 1] (kind "images")
     train_seconds: float = 0.0
+    views: Any = None  # views.Views the labels belong to (one label per view); None: one per image
     # Models the method trained whose test accuracy is reported for context, never used to choose
     # anything (a teacher): {"teacher": model} adds info["teacher"]["test_accuracy"].
     reference_models: dict[str, torch.nn.Module] = field(default_factory=dict)
