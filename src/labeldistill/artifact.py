@@ -34,7 +34,7 @@ from .evaluate import Recipe
 from .heads import RR_GRADIENTS
 from .methods import evaluation_head
 from .runfiles import check_card
-from .views import make_views
+from .views import Views, ViewSpec
 
 FORMAT = "labeldistill-distilled-dataset"
 FORMAT_VERSION = 1
@@ -184,7 +184,7 @@ def save_run_artifact(directory: str | Path, cfg, data, recipe, found: dict, res
                     result)
     s = cfg.storage
     return save_artifact(directory, pixels, found["labels"], card, extra, s.label_dtype, s.top_k,
-                         found.get("views"), budget_name(cfg))
+                         found.get("views"), budget_name(s, found.get("views")))
 
 
 def export_run(run_dir: str | Path, root: str | None = None, device: str | torch.device = "cpu") -> Path:
@@ -215,12 +215,14 @@ def export_run(run_dir: str | Path, root: str | None = None, device: str | torch
         views = stored.views
     else:
         pixels, target, extra, kind = _images_from_data(rd, result, cfg, root, device)
-        if cfg.views.per_image:
+        recorded = result.get("views")
+        if recorded:  # made again as the run made them: its specification and seed
             mean, std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in (target.mean, target.std))
-            views = make_views(cfg, (pixels_to_float(pixels).cpu() - mean) / std)
+            views = Views.make(ViewSpec.from_dict(recorded), (pixels_to_float(pixels).cpu() - mean) / std,
+                               int(recorded["seed"]))
     card = run_card(cfg, target, Recipe.from_config(cfg, result.arch, result.head or evaluation_head(cfg)), result.num_steps, kind, result)
     s = cfg.storage
-    path = save_artifact(rd.path, pixels, result.labels, card, extra, s.label_dtype, s.top_k, views, budget_name(cfg))
+    path = save_artifact(rd.path, pixels, result.labels, card, extra, s.label_dtype, s.top_k, views, budget_name(s, views))
     if result.artifact != CARD_FILE:
         rd.write_result(replace(result, artifact=CARD_FILE))
     return path

@@ -68,9 +68,9 @@ def max_labels_per_image(pixels: torch.Tensor, num_classes: int, label_dtype: st
     return (stored[0].numel() * stored.element_size()) // bytes_per_label(num_classes, label_dtype, top_k)
 
 
-def budget_name(cfg) -> str:
-    """The budget a run's labels were made under."""
-    return "one label per image" if cfg.views.per_image == 0 else cfg.storage.budget
+def budget_name(storage_cfg, views) -> str:
+    """The budget labels were made under: the paper's without views, else storage.budget."""
+    return "one label per image" if views is None else storage_cfg.budget
 
 
 def check_budget(cfg, pixels: torch.Tensor, num_classes: int) -> None:

@@ -185,6 +185,20 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class AutoConfig:
+    """method: auto (methods/auto.py): recipes tried one setting at a time, each chosen by
+    validation error, within a time budget."""
+
+    time_budget: float = 600.0  # seconds for all the recipes tried (the test models come after)
+    methods: tuple[str, ...] = ("baseline-ls", "label-solve", "baseline-kd")  # label makers tried
+    views_per_image: tuple[int, ...] = (0, -1)  # views per image tried; -1: as many as the storage budget allows
+    mixes: tuple[str, ...] = ("cutmix", "mixup")  # views.mix tried
+    view_strengths: tuple[float, ...] = (1.0, 2.0)  # views.rotate, scale and translate times these
+    num_teachers: tuple[int, ...] = (1, 3)  # teacher.num_teachers tried (teacher labels)
+    augment: tuple[int, ...] = (0, 2)  # evaluate.augment (the learner's translations) tried
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = ""
     method: str = "ld-rr"
@@ -199,6 +213,7 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    auto: AutoConfig = field(default_factory=AutoConfig)
 
     # ---- derived values -------------------------------------------------
     @property
@@ -259,7 +274,8 @@ class Config:
 
 def _section_types() -> dict[str, type]:
     return {"data": DataConfig, "distill": DistillConfig, "evaluate": EvalConfig, "solve": SolveConfig,
-            "teacher": TeacherConfig, "views": ViewsConfig, "storage": StorageConfig}
+            "teacher": TeacherConfig, "views": ViewsConfig, "storage": StorageConfig,
+            "auto": AutoConfig}
 
 
 # Keys of earlier versions and where they live now: configs and run folders written with them load.

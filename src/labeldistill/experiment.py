@@ -266,7 +266,7 @@ def _run(cfg: Config, dev: torch.device, run_dir: RunDir | None, checkpoint: dic
         # result.json (the artifact is their stored copy).
         result["pixels"] = (found.pixels if found.pixels is not None else data.base_pixels).cpu()
         result["storage"] = storage(result["pixels"], labels, cfg.storage.label_dtype, cfg.storage.top_k,
-                                    budget_name(cfg))
+                                    budget_name(cfg.storage, views))
         if views is not None:
             result["views"] = views.card()
         if run_dir is not None:

@@ -84,13 +84,11 @@ def teacher_seed(seed: int, index: int) -> int:
     return seed if index == 0 else derive_seed(seed, "teacher", index)
 
 
-def teacher_logits(cfg, data, arch: str,
-                   progress: Progress | None = None) -> tuple[torch.Tensor, dict, torch.nn.Module]:
-    """The logits of a teacher trained on the target set for the base examples, facts about
-    the teacher (its validation accuracy) and the teacher itself. With
-    `teacher.num_teachers` > 1 the teacher is an ensemble of that many, each with its
-    own initialisation and data order, whose logits are averaged. Training reports to
-    `progress` as the phase 'training teachers', in steps of all teachers together."""
+def train_teachers(cfg, data, arch: str, progress: Progress | None = None) -> tuple[torch.nn.Module, dict]:
+    """A teacher trained on the target set and facts about it (its validation accuracy). With
+    `teacher.num_teachers` > 1 the teacher is an ensemble of that many, each with its own
+    initialisation and data order, whose logits are averaged. Training reports to `progress`
+    as the phase 'training teachers', in steps of all teachers together."""
     e = cfg.teacher
     count = e.num_teachers
     steps = count * e.train_epochs * math.ceil(data.target_x.shape[0] / e.train_batch_size)
@@ -106,6 +104,14 @@ def teacher_logits(cfg, data, arch: str,
     if len(teachers) > 1:
         info["num_teachers"] = len(teachers)
         info["member_val_accuracy"] = [accuracy(t, data.val_x, data.val_y) for t in teachers]
+    return teacher, info
+
+
+def teacher_logits(cfg, data, arch: str,
+                   progress: Progress | None = None) -> tuple[torch.Tensor, dict, torch.nn.Module]:
+    """The logits of a teacher trained on the target set (`train_teachers`) for the base
+    examples, facts about the teacher and the teacher itself."""
+    teacher, info = train_teachers(cfg, data, arch, progress)
     return logits_of(teacher, data.base_x), info, teacher
 
 

@@ -46,6 +46,9 @@ class MethodContext:
     checkpoint: dict | None = None  # the state to resume from
     # What the outer run adds to every checkpoint (the data's fingerprint, checked on resume)
     checkpoint_extra: Callable[[], dict] = dict
+    # What a method may keep for the rest of the run (trained teachers), shared by the contexts
+    # derived from this one
+    cache: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.data.test_x is not None or self.data.test_y is not None:

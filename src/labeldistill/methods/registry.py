@@ -13,7 +13,8 @@ Kinds:
   (true labels, label smoothing, teacher labels, label solving, a user's
   `make_labels` function);
 - "meta": labels of real images meta-learned over epochs (the paper);
-- "images": pixels of synthetic images meta-learned, labels fixed.
+- "images": pixels of synthetic images meta-learned, labels fixed;
+- "search": runs other methods' recipes and keeps the one with the lowest validation error (auto).
 
 Built-in methods register themselves when `labeldistill.methods` is imported;
 a user's method is `method: "package.module:object"` (see `user.py`).
@@ -25,7 +26,7 @@ from typing import Any, Callable
 
 from ..errors import ConfigError, did_you_mean
 
-KINDS = ("direct", "meta", "images")
+KINDS = ("direct", "meta", "images", "search")
 HEADS = ("linear", "rr")
 
 
@@ -59,7 +60,7 @@ class Method:
     @property
     def learns_over_epochs(self) -> bool:
         """Meta-learning methods run `distill.epochs` epochs over the target set."""
-        return self.kind != "direct"
+        return self.kind in ("meta", "images")
 
 
 METHODS: dict[str, Method] = {}

@@ -10,10 +10,14 @@ import torch
 
 from ..errors import ConfigError, RunError
 from ..evaluate import CHANCE_MARGIN
-from ..kd import teacher_logits
+from ..kd import logits_of, train_teachers
 from .choose import real_valued
 from .direct import direct_method
 from .protocol import MethodContext
+
+
+# What the teacher's training depends on (teacher.temperature only shapes its labels)
+TRAINING_KEYS = ("num_teachers", "train_epochs", "train_lr", "train_batch_size")
 
 
 def describe(result: dict) -> list[str]:
@@ -41,7 +45,13 @@ def validate(cfg) -> None:
                summary="softmax(logits / T) of a teacher (or an ensemble) trained on the target set")
 def teacher_labels(ctx: MethodContext):
     cfg, data = ctx.cfg, ctx.data
-    logits, teacher, model = teacher_logits(cfg, data, ctx.arch, ctx.progress)
+    # Teachers are trained once per run: a method that tries several recipes (auto) labels
+    # every candidate's images with the same ones.
+    key = ("teacher", ctx.arch, cfg.seed, *(getattr(cfg.teacher, k) for k in TRAINING_KEYS))
+    if key not in ctx.cache:
+        ctx.cache[key] = train_teachers(cfg, data, ctx.arch, ctx.progress)
+    model, teacher = ctx.cache[key]
+    logits = logits_of(model, data.base_x)
     chance = 100.0 * CHANCE_MARGIN / data.num_classes
     if not bool(torch.isfinite(logits).all()) or teacher["val_accuracy"] <= chance:
         # A teacher at chance labels the base examples with noise: every candidate would be wrong.
