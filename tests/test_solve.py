@@ -150,9 +150,9 @@ def test_label_solve_run_chooses_on_validation_only(tmp_path, monkeypatch):
     seen = {"makers": [], "select": []}
     real_solve = label_solve_method.label_solve
 
-    def solver(cfg, data, arch, progress=None):
+    def solver(cfg, data, arch, progress=None, cache=None):
         seen["makers"].append(data.test_x)
-        return real_solve(cfg, data, arch, progress)
+        return real_solve(cfg, data, arch, progress, cache)
 
     real_train = choose.train_and_evaluate
 

@@ -11,6 +11,8 @@ comes from the evaluation architecture: k(x, x') = phi(x) . phi(x') with
 phi the concatenated penultimate features of `num_networks` randomly
 initialised networks, scaled by 1/sqrt(total features), a Monte-Carlo
 estimate of the network's infinite-width (NNGP) kernel of its last layer.
+(The normal equations below are formed from the features' moments over the
+target set, so the target set is read once whatever the base examples.)
 
 With A = K_TS (K_SS + lam I)^-1 the normal equations of (1) are
 A^T A Y_S = A^T Y_T. Writing G = K_ST K_TS and B = K_ST Y_T, and
@@ -66,25 +68,39 @@ class RandomFeatures:
         return torch.cat(out) / math.sqrt(self.dim)
 
 
+def target_moments(features, target_x: torch.Tensor, target_y: torch.Tensor, num_classes: int, chunk: int = 2048,
+                   progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phi_T^T Phi_T (dim x dim) and Phi_T^T Y_T (dim x C), float64, the target set taken `chunk`
+    at a time: all the normal equations need of the target set, whatever the base examples
+    (`progress(n)` is told the number of target images done since its last call)."""
+    report = progress or (lambda n: None)
+    second = cross = 0.0
+    for i in range(0, target_x.shape[0], chunk):
+        phi = features(target_x[i:i + chunk], chunk)
+        second = second + phi.T @ phi
+        cross = cross + phi.T @ torch.nn.functional.one_hot(target_y[i:i + chunk], num_classes).to(phi.dtype)
+        report(phi.shape[0])
+    return second, cross
+
+
 def normal_equations(features, base_x: torch.Tensor, target_x: torch.Tensor, target_y: torch.Tensor,
                      num_classes: int, chunk: int = 2048, progress: Callable[[int], None] | None = None,
+                     moments: tuple[torch.Tensor, torch.Tensor] | None = None,
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """K_SS, G = K_ST K_TS and B = K_ST Y_T (float64), the target set taken `chunk` at a time;
-    `progress(n)` is told the number of images whose features were computed since its last call."""
+    """K_SS, G = K_ST K_TS and B = K_ST Y_T (float64); `progress(n)` is told the number of images
+    whose features were computed since its last call.
+
+    With features phi, G = Phi_S (Phi_T^T Phi_T) Phi_S^T and B = Phi_S (Phi_T^T Y_T): the target
+    set enters only through its `target_moments` (computed here, or passed as `moments`, so that
+    several sets of base examples share one pass over the target set), and memory stays
+    O(dim^2 + chunk * dim), never a target-by-base matrix."""
     report = progress or (lambda n: None)
     phi_s = features(base_x)
     report(base_x.shape[0])
-    k_ss = phi_s @ phi_s.T
-    n = phi_s.shape[0]
-    gram = torch.zeros(n, n, dtype=torch.float64, device=phi_s.device)
-    rhs = torch.zeros(n, num_classes, dtype=torch.float64, device=phi_s.device)
-    for i in range(0, target_x.shape[0], chunk):
-        k_ts = features(target_x[i:i + chunk], chunk) @ phi_s.T  # (chunk, n)
-        y = torch.nn.functional.one_hot(target_y[i:i + chunk], num_classes).double()
-        gram += k_ts.T @ k_ts
-        rhs += k_ts.T @ y
-        report(y.shape[0])
-    return k_ss, gram, rhs
+    if moments is None:
+        moments = target_moments(features, target_x, target_y, num_classes, chunk, report)
+    second, cross = moments
+    return phi_s @ phi_s.T, phi_s @ second @ phi_s.T, phi_s @ cross
 
 
 def _ridge_matrix(k_ss: torch.Tensor, ridge_lambda: float) -> torch.Tensor:
@@ -116,12 +132,14 @@ def krr_predict(k_xs: torch.Tensor, k_ss: torch.Tensor, labels: torch.Tensor, ri
     return k_xs @ torch.linalg.solve(_ridge_matrix(k_ss, ridge_lambda), labels.to(k_ss.dtype))
 
 
-def label_solve(cfg, data, arch: str, progress: Progress | None = None) -> tuple[dict[float, torch.Tensor], dict]:
+def label_solve(cfg, data, arch: str, progress: Progress | None = None,
+                cache: dict | None = None) -> tuple[dict[float, torch.Tensor], dict]:
     """Solved labels of the base examples for every configured lambda, and what made them.
 
     The kernel sees only the target set (a seeded subset of `solve.target_size`
     examples); lambdas, temperatures and steps are chosen later on validation.
-    Reports to `progress` as the phase 'solving labels', in images (base and target).
+    Reports to `progress` as the phase 'solving labels', in images (base and target). With
+    `cache` (a dict kept for the run), the target set's moments are computed once.
     """
     s = cfg.solve
     n_target = data.target_x.shape[0]
@@ -137,9 +155,17 @@ def label_solve(cfg, data, arch: str, progress: Progress | None = None) -> tuple
                           f"{math.ceil(n / (features.dim / s.num_networks))}")
     if size < n:
         raise ConfigError(f"solve.target_size={size} is smaller than the {n} base examples; use at least {n}")
-    with Meter(progress, SOLVING, n + size, "image", detail=f"features of {s.num_networks} random networks") as meter:
-        k_ss, gram, rhs = normal_equations(features, data.base_x, data.target_x[sel], data.target_y[sel],
-                                           data.num_classes, progress=meter_callback(meter))
+    key = ("solve_moments", arch, cfg.seed, s.num_networks, size)
+    moments = None if cache is None else cache.get(key)
+    with Meter(progress, SOLVING, n + (size if moments is None else 0), "image",
+               detail=f"features of {s.num_networks} random networks") as meter:
+        if moments is None:
+            moments = target_moments(features, data.target_x[sel], data.target_y[sel], data.num_classes,
+                                     progress=meter_callback(meter))
+            if cache is not None:  # the target set's part, shared by later solves of this run
+                cache[key] = moments
+        k_ss, gram, rhs = normal_equations(features, data.base_x, None, None, data.num_classes,
+                                           progress=meter_callback(meter), moments=moments)
         labels = {lam: solve_labels(k_ss, gram, rhs, lam).float() for lam in s.ridge_lambdas}
     info = {"kernel": "random-features", "num_networks": s.num_networks, "features": features.dim,
             "target_size": size, "ridge_lambdas": list(s.ridge_lambdas)}

@@ -25,7 +25,7 @@ def validate(cfg) -> None:
 @direct_method("label-solve", title="label solve", order=40, options="solve", validate=validate,
                summary="closed-form labels: kernel ridge regression of the architecture's random features")
 def solved_labels(ctx: MethodContext):
-    solved, info = label_solve(ctx.cfg, ctx.data, ctx.arch, ctx.progress)
+    solved, info = label_solve(ctx.cfg, ctx.data, ctx.arch, ctx.progress, ctx.cache)
     temps = ctx.cfg.evaluate.label_temperatures or SOLVE_TEMPERATURES
     candidates = []
     for lam, labels in solved.items():
