@@ -114,7 +114,10 @@ def pack(labels: torch.Tensor, label_dtype: str = "float32", top_k: int = 0) -> 
     c = labels.shape[-1]
     if not sparse(c, top_k):
         return {"labels": labels.to(dtype).contiguous()}
-    values, idx = labels.topk(top_k, dim=-1)
+    # The entries compress kept are a row's non-zero ones: chosen by magnitude, so that a kept
+    # negative value of an 'mse' label is stored rather than a zero that outranks it.
+    idx = labels.abs().topk(top_k, dim=-1).indices
+    values = labels.gather(-1, idx)
     return {"label_values": values.to(dtype).contiguous(), "label_indices": idx.to(_index_dtype(c)).contiguous()}
 
 
