@@ -505,3 +505,97 @@ def test_the_budget_is_checked_after_the_data_loads(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="at most 19 labels"):
         experiment.run_experiment(cfg, out=str(tmp_path), device="cpu", handle_signals=False)
     assert loaded and not (tmp_path / "over").exists()
+
+
+# ---------------------------------------------------------------------------
+# every label maker labels the views
+
+
+def _run_views(method: str, **extra) -> dict:
+    from labeldistill.experiment import run_experiment
+
+    return run_experiment(views_config(method, method, **extra), device="cpu", handle_signals=False)
+
+
+def _views_data(cfg):
+    """The run's task data and its views, made here from the config alone."""
+    from labeldistill.data import prepare
+    from labeldistill.views import make_views
+
+    data = prepare(cfg, "cpu", target_batches=False)
+    return data, make_views(cfg, data.base_x)
+
+
+def _not_one_label_per_image(labels: torch.Tensor) -> None:
+    """The views of one image are labelled one by one, not all with the image's label."""
+    rows = labels.view(N, K, -1)
+    assert all(not torch.equal(rows[i, 0], rows[i, k]) for i in range(N) for k in range(1, K))
+
+
+def test_true_labels_of_views():
+    result = _run_views("baseline")
+    cfg = views_config("baseline", "baseline")
+    spec = ViewSpec.from_dict(result["views"])
+    p = draw_params(spec, N, 28, 28, cfg.seed)
+    classes = result["base_original_labels"]
+    assert sorted(classes.tolist()) == list(range(10))  # one image per class: two images, two classes
+    assert torch.equal(result["labels"], true_labels(p, classes, 10))
+    mixed = (p.sources[:, 0] != p.sources[:, 1]) & (p.weight > 0) & (p.weight < 1)
+    assert mixed.sum() >= N  # cutmix (the default) mixes most views
+    assert ((result["labels"][mixed] != 0).sum(1) == 2).all()
+    assert ((result["labels"][~mixed] != 0).sum(1) == 1).all()
+
+
+def test_smoothed_true_labels_of_views():
+    smoothing = 0.1
+    result = _run_views("baseline-ls", **{"evaluate.label_smoothing": smoothing})
+    cfg = views_config("baseline-ls", "baseline-ls")
+    p = draw_params(ViewSpec.from_dict(result["views"]), N, 28, 28, cfg.seed)
+    want = true_labels(p, result["base_original_labels"], 10) * (1 - smoothing) + smoothing / 10
+    assert torch.equal(result["labels"], want)
+
+
+def test_teacher_labels_of_views():
+    from labeldistill.kd import soft_labels, teacher_logits
+
+    result = _run_views("baseline-kd")
+    cfg = views_config("baseline-kd", "baseline-kd")
+    data, views = _views_data(cfg)
+    _, _, teacher = teacher_logits(cfg, data, result["arch"])  # the same teacher, trained again from its seed
+    with torch.no_grad():
+        want = soft_labels(teacher(views.images), result["teacher"]["temperature"])
+    assert result["labels"].shape == (N * K, 10)
+    torch.testing.assert_close(result["labels"], want, rtol=0, atol=1e-6)
+    _not_one_label_per_image(result["labels"])
+
+
+def test_nearest_neighbour_labels_of_views():
+    result = _run_views("knn")
+    cfg = views_config("knn", "knn")
+    data, views = _views_data(cfg)
+    k = result["label_choice"]["k"]
+    order = torch.cdist(views.images.flatten(1), data.target_x.flatten(1)).argsort(1)[:, :k]
+    want = F.one_hot(data.target_y[order], 10).float().mean(1)
+    assert torch.equal(result["labels"], want)
+    _not_one_label_per_image(result["labels"])
+
+
+def test_solved_labels_of_views_use_the_views_as_support_set():
+    k = 10  # 100 views: one LeNet's 84 random features are too few, two give 168
+    with pytest.raises(ConfigError, match="84 features, fewer than the 100"):
+        _run_views("label-solve", **{"views.per_image": k, "solve.num_networks": 1, "solve.target_size": 120})
+    result = _run_views("label-solve", **{"views.per_image": k, "solve.num_networks": 2, "solve.target_size": 120})
+    assert result["labels"].shape == (N * k, 10)
+    assert result["solve"]["features"] == 168 and result["solve"]["target_size"] == 120
+    rows = result["labels"].view(N, k, -1)
+    assert all(not torch.equal(rows[i, 0], rows[i, j]) for i in range(N) for j in range(1, k))
+
+
+def test_meta_learned_labels_of_views():
+    result = _run_views("ld-rr")
+    assert result["labels"].shape == (N * K, 10)
+    assert result["views"]["num_views"] == N * K
+    assert 1 <= result["effective"]["inner_batch_size"] <= N * K
+    # learned from uniform labels view by view: two outer steps of 25 of the 40 views leave a few
+    # views untouched (still uniform), and give the others labels of their own
+    assert torch.unique(result["labels"], dim=0).shape[0] >= 2 * N
