@@ -599,3 +599,22 @@ def test_meta_learned_labels_of_views():
     # learned from uniform labels view by view: two outer steps of 25 of the 40 views leave a few
     # views untouched (still uniform), and give the others labels of their own
     assert torch.unique(result["labels"], dim=0).shape[0] >= 2 * N
+
+
+@pytest.mark.parametrize("name", ["top3", "mse_top5"])
+def test_export_writes_the_same_views_artifact_again(view_runs, tmp_path, name):
+    from labeldistill.artifact import CARD_FILE, TENSOR_FILE, export_run, load_distilled
+
+    original = load_distilled(view_runs[name][2])
+    copy = _copy_run(view_runs, tmp_path, name)
+    export_run(copy)  # from the stored copy
+    again = load_distilled(copy)
+    assert again.card == {**original.card, "tensor_file_sha256": again.card["tensor_file_sha256"]}
+    assert torch.equal(again.labels, original.labels) and torch.equal(again.images, original.images)
+    (copy / TENSOR_FILE).unlink()
+    (copy / CARD_FILE).unlink()
+    export_run(copy)  # from the data: base images selected and their views drawn again from the seed
+    again = load_distilled(copy)
+    assert torch.equal(again.labels, original.labels) and torch.equal(again.images, original.images)
+    assert again.views.params.equals(original.views.params)
+    assert again.card["views"] == original.card["views"] and again.card["storage"] == original.card["storage"]
