@@ -618,3 +618,25 @@ def test_export_writes_the_same_views_artifact_again(view_runs, tmp_path, name):
     assert torch.equal(again.labels, original.labels) and torch.equal(again.images, original.images)
     assert again.views.params.equals(original.views.params)
     assert again.card["views"] == original.card["views"] and again.card["storage"] == original.card["storage"]
+
+
+def test_meta_learned_labels_are_validated_as_stored(monkeypatch):
+    """The epoch LD keeps is chosen on validation models trained on its labels as stored (float16,
+    top 2), as a direct method's candidates are."""
+    from labeldistill.meta import loop
+
+    seen = []
+    real = loop.train_and_evaluate
+
+    def record(recipe, images, labels, *args, **kwargs):
+        seen.append(labels.clone())
+        return real(recipe, images, labels, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_and_evaluate", record)
+    result = _run_views("ld-rr", **{"storage.label_dtype": "float16", "storage.top_k": 2, "distill.epochs": 2,
+                                     "distill.validate_every": 1})
+    assert len(seen) == 2  # one validation per epoch
+    for labels in seen:
+        assert labels.shape == (N * K, 10) and ((labels != 0).sum(1) <= 2).all()
+        assert torch.equal(labels, budget.compress(labels, "float16", 2))
+    assert torch.equal(result["labels"], seen[result["best_epoch"] - 1])
