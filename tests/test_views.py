@@ -640,3 +640,36 @@ def test_meta_learned_labels_are_validated_as_stored(monkeypatch):
         assert labels.shape == (N * K, 10) and ((labels != 0).sum(1) <= 2).all()
         assert torch.equal(labels, budget.compress(labels, "float16", 2))
     assert torch.equal(result["labels"], seen[result["best_epoch"] - 1])
+
+
+def test_an_interrupted_views_run_resumes_exactly(tmp_path, monkeypatch):
+    """SIGINT in LD's second epoch on views, then --resume: the labels and accuracies of an
+    uninterrupted run (the views are drawn again from the seed, and must be the same)."""
+    import os
+    import signal
+
+    from labeldistill.errors import Interrupted
+    from labeldistill.experiment import run_experiment
+    from labeldistill.meta.rr import RidgeRegression
+
+    cfg = views_config("ld-rr", "resumed", **{"distill.epochs": 2, "distill.validate_every": 1,
+                                              "distill.checkpoint_every": 1, "storage.label_dtype": "float16"})
+    reference = run_experiment(cfg, device="cpu", handle_signals=False)
+    original, count = RidgeRegression.step, {"n": 0}
+
+    def step(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        count["n"] += 1
+        if count["n"] == 3:  # 600 target images in batches of 300: step 1 of epoch 2
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(RidgeRegression, "step", step)
+    with pytest.raises(Interrupted, match="at epoch 2 step 1"):
+        run_experiment(cfg, out=str(tmp_path), device="cpu")
+    count["n"] = 100  # no second signal
+    result = run_experiment(cfg, out=str(tmp_path), device="cpu", resume=True)
+    assert count["n"] == 101  # from the checkpoint: the one step of epoch 2 left
+    assert torch.equal(result["labels"], reference["labels"])
+    assert result["test_accuracy"] == reference["test_accuracy"]
+    assert result["views"] == reference["views"] and result["storage"] == reference["storage"]
