@@ -673,3 +673,25 @@ def test_an_interrupted_views_run_resumes_exactly(tmp_path, monkeypatch):
     assert torch.equal(result["labels"], reference["labels"])
     assert result["test_accuracy"] == reference["test_accuracy"]
     assert result["views"] == reference["views"] and result["storage"] == reference["storage"]
+
+
+def _index_out_of_range(t):
+    t["label_indices"][0, 0] = 10
+
+
+@pytest.mark.parametrize("alter,message", [
+    (lambda p: _rewrite_tensors(p, _index_out_of_range), "the top-k labels in .* do not fit 10 classes"),
+    (lambda p: _rewrite_tensors(p, lambda t: t.update(label_values=t["label_values"][:, :2].contiguous())),
+     r"'label_values' in .* is float16 \[40, 2\] but the card says float16 \[40, 3\]"),
+    (lambda p: _rewrite_tensors(p, lambda t: t.update(view_sources=t["view_sources"] + 1)),
+     "40 view parameters for 40 labels of 10 base images"),
+])
+def test_damaged_top_k_labels_or_view_sources_are_one_line_errors(view_runs, tmp_path, alter, message):
+    from labeldistill.artifact import load_distilled
+    from labeldistill.errors import DataError
+
+    path = _copy_run(view_runs, tmp_path, "top3")
+    alter(path)
+    with pytest.raises(DataError, match=message) as info:
+        load_distilled(path)
+    assert "\n" not in str(info.value)
