@@ -49,3 +49,23 @@ def test_report_lists_each_runs_storage(tmp_path):
     rows = list(csv.DictReader((tmp_path / "rep" / "runs.csv").open()))
     main_row = next(r for r in rows if r["table"] == "main")
     assert (main_row["num_labels"], main_row["image_bytes"], main_row["label_bytes"]) == ("20", "15680", "800")
+
+
+def test_views_count_one_label_each_in_their_stored_precision(tmp_path):
+    from labeldistill.cli import main
+
+    views = {"views.per_image": 5, "storage.label_dtype": "float16"}
+    result = run_experiment(C.apply(C.Config(), {**TINY, **views, "method": "baseline", "name": "v"}),
+                            out=str(tmp_path / "runs"), device="cpu", handle_signals=False)
+    want = {"num_images": 20, "image_dtype": "uint8", "image_bytes": 20 * 28 * 28,
+            "num_labels": 100, "label_dtype": "float16", "label_bytes": 100 * 10 * 2, "labels_per_image": 5.0,
+            "total_bytes": 20 * 28 * 28 + 100 * 10 * 2, "budget": "images"}
+    assert result["storage"] == want
+    card = json.loads((tmp_path / "runs" / "v" / "distilled.json").read_text())
+    assert card["storage"] == want and card["tensors"]["labels"] == {**card["tensors"]["labels"],
+                                                                     "dtype": "float16", "shape": [100, 10]}
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
+    import csv
+
+    row = next(r for r in csv.DictReader((tmp_path / "rep" / "runs.csv").open()) if r["table"] == "main")
+    assert (row["num_labels"], row["image_bytes"], row["label_bytes"]) == ("100", "15680", "2000")

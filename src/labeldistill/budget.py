@@ -61,11 +61,16 @@ def stored_pixels(pixels: torch.Tensor) -> torch.Tensor:
     return pixels
 
 
+def bytes_per_image(pixels: torch.Tensor) -> int:
+    """The bytes of one base image as stored."""
+    stored = stored_pixels(pixels[:1])
+    return stored[0].numel() * stored.element_size()
+
+
 def max_labels_per_image(pixels: torch.Tensor, num_classes: int, label_dtype: str, top_k: int) -> int:
     """How many labels per base image the 'images' budget allows: the bytes of one stored image
     over the bytes of one label."""
-    stored = stored_pixels(pixels[:1])
-    return (stored[0].numel() * stored.element_size()) // bytes_per_label(num_classes, label_dtype, top_k)
+    return bytes_per_image(pixels) // bytes_per_label(num_classes, label_dtype, top_k)
 
 
 def budget_name(storage_cfg, views) -> str:
@@ -81,9 +86,10 @@ def check_budget(cfg, pixels: torch.Tensor, num_classes: int) -> None:
     most = max_labels_per_image(pixels, num_classes, s.label_dtype, s.top_k)
     if k > most:
         each = bytes_per_label(num_classes, s.label_dtype, s.top_k)
-        raise ConfigError(f"views.per_image={k} labels per image take {k * each} bytes, more than one stored base "
-                          f"image ({most * each}-{(most + 1) * each - 1} bytes: at most {most} labels of {each} bytes); "
-                          "use fewer views, storage.label_dtype=float16 or storage.top_k, or storage.budget=none")
+        raise ConfigError(f"views.per_image={k} labels per image take {k * each} bytes, more than the "
+                          f"{bytes_per_image(pixels)} bytes of one stored base image (at most {most} labels of "
+                          f"{each} bytes); use fewer views, storage.label_dtype=float16 or storage.top_k, or "
+                          "storage.budget=none")
 
 
 def compress(labels: torch.Tensor, label_dtype: str = "float32", top_k: int = 0, loss: str = "ce") -> torch.Tensor:
@@ -114,7 +120,10 @@ def pack(labels: torch.Tensor, label_dtype: str = "float32", top_k: int = 0) -> 
     c = labels.shape[-1]
     if not sparse(c, top_k):
         return {"labels": labels.to(dtype).contiguous()}
-    values, idx = labels.topk(top_k, dim=-1)
+    # The entries compress kept are a row's non-zero ones: chosen by magnitude, so that a kept
+    # negative value of an 'mse' label is stored rather than a zero that outranks it.
+    idx = labels.abs().topk(top_k, dim=-1).indices
+    values = labels.gather(-1, idx)
     return {"label_values": values.to(dtype).contiguous(), "label_indices": idx.to(_index_dtype(c)).contiguous()}
 
 

@@ -749,6 +749,13 @@ def validate(cfg: Config) -> Config:
     if t.epochs is not None:
         need(t.epochs >= 1, f"distill.epochs must be at least 1, got {t.epochs}")
     need(t.batch_size >= 1, f"distill.batch_size must be at least 1, got {t.batch_size}")
+    # The views and storage sections before anything derived from them (the inner batch size
+    # counts views): views.per_image=-1 is reported as itself.
+    from .budget import check_storage
+    from .views import ViewSpec
+
+    ViewSpec(**dataclasses.asdict(cfg.views))  # its own checks, one line each
+    check_storage(cfg.storage)
     need(1 <= cfg.inner_batch_size <= cfg.num_examples,
          f"the inner batch size ({cfg.inner_batch_size}) must be between 1 and the number of labelled examples "
          f"({cfg.num_examples}: data.num_base_examples" + (" times views.per_image)" if cfg.views.per_image else ")"))
@@ -777,10 +784,5 @@ def validate(cfg: Config) -> Config:
          f"evaluate.label_temperatures must be positive, got {list(e.label_temperatures)}")
     need(e.num_val_models >= 1, f"evaluate.num_val_models must be at least 1, got {e.num_val_models}")
     need(all(s >= 1 for s in e.step_grid), f"evaluate.step_grid must hold positive step counts, got {list(e.step_grid)}")
-    from .budget import check_storage
-    from .views import ViewSpec
-
-    ViewSpec(**dataclasses.asdict(cfg.views))  # its own checks, one line each
-    check_storage(cfg.storage)
     # The options of one method (teacher.*, solve.*) are checked by that method (methods/).
     return cfg

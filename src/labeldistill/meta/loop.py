@@ -185,6 +185,9 @@ class MetaLoop:
 
     def validate(self, meter: Meter | None = None) -> tuple[float, float]:
         images, labels = self.distilled.current()
+        # Validated as they will be stored (storage.label_dtype, storage.top_k), as direct
+        # methods' candidates are: the epoch chosen is the best of the labels tested.
+        labels = self.ctx.stored(labels, self.recipe.loss)
         steps = self.tracker.num_steps
         report = meter.counter(f"validation after epoch {self.epoch}: step", steps) if meter is not None else None
         res = train_and_evaluate(self.recipe, images, labels, self.ctx.seeds("val", self.epoch, count=1),
