@@ -15,6 +15,7 @@ from labeldistill.errors import RunError
 from labeldistill.report import Run, build_report, find_runs, write_report
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PAPER = ["1", "float32", "one label per image"]  # a main-table row's storage: the paper's one label per image
 
 
 def fake_result(method, n, seed, accs, source="mnist", target="mnist", **extra):
@@ -42,10 +43,12 @@ def test_tables_mean_std_over_models_and_over_seeds(tmp_path):
     ])
     rep = build_report(find_runs([tmp_path]))
     main_table = next(t for t in rep.tables if t.title == "mnist -> mnist (lenet)")
-    assert main_table.header == ["base examples", "LD RR", "LD or2", "true labels"]
+    assert main_table.header == ["method", "labels per image", "labels stored as", "budget", "10 base images",
+                                 "100 base images"]
     # Several seeds: mean +- std of the seeds' means (61 and 70).
-    assert main_table.text_rows()[0] == ["10", "65.50 ± 4.50 (2 seeds)", "", "52.00 ± 2.00"]
-    assert main_table.text_rows()[1] == ["100", "", "85.00 ± 5.00", ""]
+    assert main_table.text_rows() == [["LD RR", *PAPER, "65.50 ± 4.50 (2 seeds)", ""],
+                                      ["LD or2", *PAPER, "", "85.00 ± 5.00"],
+                                      ["true labels", *PAPER, "52.00 ± 2.00", ""]]
     seeds = next(t for t in rep.tables if t.title == "Seeds")
     # mean +- std over the seeds' means (61, 70), the mean per-model std ((1 + 0) / 2), 2 seeds
     assert seeds.text_rows() == [["mnist -> mnist", "10", "LD RR", "61.00", "70.00", "65.50 ± 4.50", "0.50", "2"]]
@@ -66,7 +69,7 @@ def test_a_repeated_run_shows_its_newest_and_lists_the_others(tmp_path):
     for order in ([tmp_path / "new", tmp_path / "old"], [tmp_path / "old", tmp_path / "new"]):
         rep = build_report(find_runs(order))
         main_table = next(t for t in rep.tables if t.title == "mnist -> mnist (lenet)")
-        assert main_table.text_rows() == [["100", "90.00 ± 0.00"]]  # the newest, not the first found
+        assert main_table.text_rows() == [["LD RR", *PAPER, "90.00 ± 0.00"]]  # the newest, not the first found
         assert not any(t.title == "Seeds" for t in rep.tables)  # a repeat is not a second seed
         rep_table = next(t for t in rep.tables if t.title == "Repeated runs")
         setting = ["mnist -> mnist", "lenet", "100", "", "LD RR", "0"]
@@ -87,7 +90,8 @@ def test_a_repeat_next_to_a_second_seed_counts_once_and_a_changed_config_is_flag
     os.utime(tmp_path / "old" / "ld-rr_10_0" / "result.json", (1_000_000, 1_000_000))
     rep = build_report(find_runs([tmp_path]))
     main_table = next(t for t in rep.tables if t.title == "mnist -> mnist (lenet)")
-    assert main_table.text_rows() == [["10", "65.00 ± 5.00 (2 seeds)"]]  # seeds 0 (newest: 60) and 1, not 10
+    # seeds 0 (newest: 60) and 1, not 10
+    assert main_table.text_rows() == [["LD RR", *PAPER, "65.00 ± 5.00 (2 seeds)"]]
     assert next(t for t in rep.tables if t.title == "Seeds").text_rows() == [
         ["mnist -> mnist", "10", "LD RR", "60.00", "70.00", "65.00 ± 5.00", "0.00", "2"]]
     also = next(t for t in rep.tables if t.title == "Repeated runs").text_rows()[1]
@@ -234,14 +238,14 @@ def test_methods_compared_table_separates_learners_and_times_mnist_100(tmp_path)
     ])
     rep = build_report(find_runs([tmp_path]))
     table = next(t for t in rep.tables if t.title == "Methods compared")
-    assert table.header == ["method", "mnist -> mnist 100 (lenet)", "emnist -> mnist 100 (lenet)",
-                            "seconds (labels + test) for mnist -> mnist 100 (lenet)"]
+    assert table.header == ["method", "labels per image", "labels stored as", "budget", "mnist -> mnist 100 (lenet)",
+                            "emnist -> mnist 100 (lenet)", "seconds (labels + test) for mnist -> mnist 100 (lenet)"]
     assert table.text_rows() == [
-        ["label solve", "92.50 ± 1.50 (2 seeds)", "", "40"],
-        ["label solve [shifts 2px]", "94.00 ± 1.00", "", "40"],
-        ["teacher labels", "", "71.00 ± 1.00", ""],
-        ["true labels", "81.00 ± 0.00", "", "40"],
-        ["true labels [rr head]", "80.00 ± 0.00", "", "40"],
+        ["label solve", *PAPER, "92.50 ± 1.50 (2 seeds)", "", "40"],
+        ["label solve [shifts 2px]", *PAPER, "94.00 ± 1.00", "", "40"],
+        ["teacher labels", *PAPER, "", "71.00 ± 1.00", ""],
+        ["true labels", *PAPER, "81.00 ± 0.00", "", "40"],
+        ["true labels [rr head]", *PAPER, "80.00 ± 0.00", "", "40"],
     ]
     assert not any(t.title == "Repeated runs" and t.rows for t in rep.tables)
 
@@ -255,7 +259,8 @@ def test_reference_runs_that_used_the_whole_target_set_are_in_the_main_tables(tm
                     effective={"target_set_size": 500, "available_target_set_size": 50000}),
     ])
     rep = build_report(find_runs([tmp_path]))
-    assert next(t for t in rep.tables if t.title == "cifar10 -> cifar10 (lenet)").text_rows() == [["10", "30.00 ± 0.00"]]
+    assert next(t for t in rep.tables if t.title == "cifar10 -> cifar10 (lenet)").text_rows() == [
+        ["LD RR", *PAPER, "30.00 ± 0.00"]]
     sizes = next(t for t in rep.tables if t.title.startswith("Target-set size"))
     assert [r[0] for r in sizes.rows] == ["500"]
 
@@ -277,3 +282,48 @@ def test_method_variant_names_what_sets_a_run_apart():
     kd["config"] = {"evaluate": {"kd_num_teachers": 5}}
     kd["learner"] = {"head": "linear", "loss": "ce", "augment": 2}
     assert method_title(method_variant(kd)) == "teacher labels [5 teachers, shifts 2px]"
+
+
+# ---------------------------------------------------------------------------
+# views and storage budgets: separate rows and lines, and the figures that show them
+
+
+def with_views(r, per_image=8, label_dtype="float16", **view_options):
+    """A fake result of a run that stored `per_image` labelled views per base image."""
+    r["name"] += f"_views{per_image}"
+    n = r["num_base_examples"]
+    r["views"] = {"per_image": per_image, "include_original": True, "rotate": 15.0, "scale": 0.1, "translate": 0.1,
+                  "mix": "cutmix", "mix_alpha": 1.0, "seed": r["seed"], "num_views": per_image * n,
+                  **view_options}
+    r["config"]["views"] = {"per_image": per_image, **view_options}
+    r["base_indices"], r["labels"] = list(range(n)), [[0.5, 0.5]] * (per_image * n)
+    r["storage"] = {"num_images": n, "image_dtype": "uint8", "image_bytes": 784 * n, "num_labels": per_image * n,
+                    "label_dtype": label_dtype, "label_bytes": 20 * per_image * n, "labels_per_image": per_image,
+                    "total_bytes": 784 * n + 20 * per_image * n, "budget": "images"}
+    return r
+
+
+def test_report_keeps_runs_of_other_storage_in_their_own_rows_and_says_their_budget(tmp_path):
+    write_runs(tmp_path, [
+        fake_result("baseline", 10, 0, [50.0, 54.0]),
+        with_views(fake_result("baseline", 10, 0, [80.0, 82.0])),
+        with_views(fake_result("baseline", 10, 1, [84.0, 84.0])),
+        with_views(fake_result("baseline", 10, 0, [70.0, 70.0]), per_image=4, mix="mixup"),
+    ])
+    rep = build_report(find_runs([tmp_path]))
+    main_table = next(t for t in rep.tables if t.title == "mnist -> mnist (lenet)")
+    assert main_table.text_rows() == [
+        ["true labels", *PAPER, "52.00 ± 2.00"],
+        ["true labels", "4", "float16", "labels <= images (bytes)", "70.00 ± 0.00"],
+        ["true labels", "8", "float16", "labels <= images (bytes)", "82.50 ± 1.50 (2 seeds)"]]
+    seeds = next(t for t in rep.tables if t.title == "Seeds")  # only the views run has two seeds
+    assert [row[2] for row in seeds.text_rows()] == ["true labels [8 views/image, float16]"]
+    assert not any(t.title == "Repeated runs" for t in rep.tables)  # other storage is no repeat
+    write_report(rep, tmp_path / "rep")
+    rows = {(r["run"]): r for r in csv.DictReader(open(tmp_path / "rep" / "runs.csv"))}
+    assert rows["baseline_10_0"]["labels_per_image"] == "1" and rows["baseline_10_0"]["budget"] == "one label per image"
+    assert rows["baseline_10_0"]["label_dtype"] == "float32" and rows["baseline_10_0"]["label_bytes"] == ""
+    views = rows["baseline_10_0_views8"]
+    assert (views["labels_per_image"], views["label_dtype"], views["budget"], views["label_bytes"],
+            views["total_bytes"]) == ("8", "float16", "images", "1600", "9440")
+    assert rows["baseline_10_0_views4"]["method"] == "baseline [4 views/image (mixup), float16]"
