@@ -327,3 +327,144 @@ def test_report_keeps_runs_of_other_storage_in_their_own_rows_and_says_their_bud
     assert (views["labels_per_image"], views["label_dtype"], views["budget"], views["label_bytes"],
             views["total_bytes"]) == ("8", "float16", "images", "1600", "9440")
     assert rows["baseline_10_0_views4"]["method"] == "baseline [4 views/image (mixup), float16]"
+
+
+def capture_figures(monkeypatch):
+    """Keep each figure `plots` saves (by file name), open, for its artists to be checked."""
+    from labeldistill import plots
+
+    figures = {}
+
+    def save(fig, path):
+        figures[Path(path).name] = fig
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)  # written, but left open
+        return Path(path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    return figures
+
+
+def test_accuracy_figure_draws_a_line_per_method_and_storage_with_the_seeds_spread(tmp_path, monkeypatch):
+    from labeldistill import plots
+
+    write_runs(tmp_path, [
+        fake_result("baseline", 10, 0, [50.0, 54.0]), fake_result("baseline", 100, 0, [80.0, 80.0]),
+        with_views(fake_result("baseline", 10, 0, [60.0, 62.0])), with_views(fake_result("baseline", 10, 1, [70.0])),
+        with_views(fake_result("baseline", 100, 0, [90.0])), with_views(fake_result("baseline", 100, 1, [92.0])),
+        with_views(fake_result("baseline-kd", 100, 0, [93.0, 95.0])),
+        fake_result("ld-rr", 10, 0, [66.0]),
+    ])
+    runs = find_runs([tmp_path])
+    [(key, lines)] = plots.accuracy_lines(runs)
+    assert key == ("mnist -> mnist", "lenet")
+    by_label = {line.label: line for line in lines}
+    assert set(by_label) == {"LD RR, 1 label/image, float32", "true labels, 1 label/image, float32",
+                             "true labels, 8 views/image, float16 (2 seeds)", "teacher labels, 8 views/image, float16"}
+    views = by_label["true labels, 8 views/image, float16 (2 seeds)"]
+    # each point: the mean and std over the seeds' means (61 and 70; 90 and 92)
+    assert (views.ns, views.means, views.errors, views.seeds) == ([10, 100], [65.5, 91.0], [4.5, 1.0], [2, 2])
+    paper = by_label["true labels, 1 label/image, float32"]
+    assert (paper.means, paper.errors, paper.seeds) == ([52.0, 80.0], [2.0, 0.0], [1, 1])  # one seed: its models
+
+    figures = capture_figures(monkeypatch)
+    paths = plots.plot_accuracy_vs_examples(plots.newest_first(runs), tmp_path / "fig")
+    assert [p.name for p in paths] == ["accuracy_mnist_to_mnist_lenet.png"]
+    ax = figures["accuracy_mnist_to_mnist_lenet.png"].axes[0]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == sorted(by_label)
+    # the seeds' error bars: 61..70 at 10 base images, 90..92 at 100
+    spans = {tuple(np.round(seg[:, 1], 6)) for c in ax.containers for seg in c.lines[2][0].get_segments()}
+    assert {(61.0, 70.0), (90.0, 92.0), (50.0, 54.0)} <= spans
+
+
+def test_step_search_figure_draws_one_sorted_line_per_candidate(tmp_path, monkeypatch):
+    from labeldistill import plots
+
+    t4, t8 = "teacher logits, softmax(y / 4)", "teacher logits, softmax(y / 8)"
+    r = fake_result("baseline-kd", 100, 0, [90.0], num_steps=1000, label_choice={"name": t4})
+    # as the search visits them: a coarse grid, then refined around the best of each candidate
+    r["history"] = [{"num_steps": s, "val_error": e, "val_loss": 1.0, "candidate": c} for s, e, c in (
+        (1000, 10.0, t4), (2000, 12.0, t4), (1000, 11.0, t8), (2000, 9.0, t8), (500, 14.0, t4), (4000, 15.0, t8))]
+    r["history"][-1]["diverged"] = True
+    figures = capture_figures(monkeypatch)
+    plots.plot_curves(Run(tmp_path, r), tmp_path / "steps.png")
+    ax = figures["steps.png"].axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    assert set(lines) == {f"{t4} (chosen)", t8, "diverged (not chosen)", "chosen: 1000 steps"}
+    assert list(lines[f"{t4} (chosen)"].get_xdata()) == [500, 1000, 2000]
+    assert list(lines[f"{t4} (chosen)"].get_ydata()) == [14.0, 10.0, 12.0]
+    assert list(lines[t8].get_xdata()) == [1000, 2000, 4000]
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == set(lines)
+
+
+@pytest.fixture(scope="module")
+def views_run(tmp_path_factory):
+    """A tiny real true-labels run with 4 stored views per base image (float16 labels)."""
+    out = tmp_path_factory.mktemp("views")
+    cfg = config_mod.apply(config_mod.Config(), {
+        "name": "tiny_views", "method": "baseline", "data.source": "mnist5k", "data.target": "mnist5k",
+        "data.num_base_examples": 10, "views.per_image": 4, "storage.label_dtype": "float16",
+        "evaluate.num_test_models": 2, "evaluate.step_grid": [50, 100], "evaluate.test_optimizers": []})
+    result = run_experiment(config_mod.validate(cfg), out=str(out), device="cpu")
+    return out, result
+
+
+def _bar_axes(fig):
+    return [ax for ax in fig.axes if ax.patches]
+
+
+def test_labels_figures_share_one_scale_mark_the_true_class_and_name_the_method(real_runs, views_run, tmp_path,
+                                                                                monkeypatch):
+    from labeldistill import plots
+
+    figures = capture_figures(monkeypatch)
+    for out, name in ((real_runs[0], "tiny_flex"), (views_run[0], "tiny_views")):
+        [run] = find_runs([out / name])
+        plots.plot_labels(run, tmp_path / f"{name}.png")
+        fig = figures[f"{name}.png"]
+        bars = _bar_axes(fig)
+        assert len(bars) == 10  # one per base image (the views run: its first view of each)
+        assert {ax.get_ylim() for ax in bars} == {(0.0, 1.0)}
+        names = run["base_class_names"]
+        for ax, true in zip(bars, names):  # the true class's bar, and only it, is outlined
+            outlined = [i for i, p in enumerate(ax.patches) if p.get_linewidth() > 0 and p.get_edgecolor()[3] > 0]
+            assert outlined == [int(true)]
+        titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+        assert [t.split(" → ")[0] for t in titles] == [f"true: {c}" for c in names]
+        suptitle = fig._suptitle.get_text()
+        assert "soft labels" not in suptitle
+    flex_title = figures["tiny_flex.png"]._suptitle.get_text()
+    assert "LD RR [2 epochs] (1 label/image, float32): base images and their learned labels" in flex_title
+    views_title = figures["tiny_views.png"]._suptitle.get_text()
+    assert "true labels (4 views/image, float16): base images and their labels (10 of 10 images, 40 labels in all)" in views_title
+    # a views run's panels: the first view of each image with that view's label
+    labels = np.asarray(views_run[1]["labels"])
+    first = _bar_axes(figures["tiny_views.png"])[3]
+    np.testing.assert_allclose([p.get_height() for p in first.patches], labels[3 * 4], rtol=1e-6)
+
+
+def test_views_figure_for_a_views_run_only_and_plot_needs_no_data(real_runs, views_run, tmp_path, monkeypatch):
+    from labeldistill import plots
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("plot read the dataset although the runs stored their images")
+
+    monkeypatch.setattr(plots, "_reread_base_images", no_data)
+    assert main(["plot", str(views_run[0]), str(real_runs[0]), "--out", str(tmp_path / "fig")]) == 0
+    names = {p.name for p in (tmp_path / "fig").rglob("*.png")}
+    assert {"tiny_views_labels.png", "tiny_views_views.png", "tiny_flex_labels.png"} <= names
+    assert "tiny_flex_views.png" not in names  # no views, no views figure
+
+    figures = capture_figures(monkeypatch)
+    [run] = find_runs([views_run[0]])
+    plots.plot_views(run, tmp_path / "views.png", num_images=3, views_per_image=4)
+    fig = figures["views.png"]
+    bars = _bar_axes(fig)
+    assert len(bars) == 3 * 4 and {ax.get_ylim() for ax in bars} == {(0.0, 1.0)}
+    labels = np.asarray(views_run[1]["labels"])
+    # row 2, view 1 is view 2 * per_image + 1 of the pool, with its stored label
+    np.testing.assert_allclose([p.get_height() for p in bars[2 * 4 + 1].patches], labels[2 * 4 + 1], rtol=1e-6)
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == 3 * (1 + 4)  # each base image, then its views
+    [real] = find_runs([real_runs[0]])
+    assert plots.plot_views(real, tmp_path / "none.png") is None
