@@ -31,7 +31,6 @@ from .report import (OPTIMIZER_TITLES, Run, _methods, cell_summary, method_title
 
 DPI = 110
 TRUE_EDGE = "black"  # the outline of the true class's bar
-TITLE_INCHES = 1.0  # above the panels of a per-run grid, for its title
 
 
 def _slug(text: str) -> str:
@@ -263,11 +262,11 @@ def _image_and_label(fig, cell, img, label, classes: list[str], title: str, true
     return ax, bx
 
 
-def _grid_below_title(nrows: int, ncols: int, width: float, height: float, **space):
-    """A figure of nrows x ncols panels of width x height inches, with an inch on top for a
-    three-line title (the panels' own titles never run into it)."""
-    fig = plt.figure(figsize=(width * ncols, height * nrows + TITLE_INCHES))
-    return fig, fig.add_gridspec(nrows, ncols, top=1 - TITLE_INCHES / (height * nrows + TITLE_INCHES), **space)
+def _grid_below_title(nrows: int, ncols: int, width: float, height: float, top: float = 1.0, **space):
+    """A figure of nrows x ncols panels of width x height inches, with `top` inches above them
+    for a three-line title (the panels' own titles never run into it)."""
+    fig = plt.figure(figsize=(width * ncols, height * nrows + top))
+    return fig, fig.add_gridspec(nrows, ncols, top=1 - top / (height * nrows + top), **space)
 
 
 def _true_class(name: str, classes: list[str], same_classes: bool) -> int | None:
@@ -332,7 +331,7 @@ def plot_views(r: Run, path: Path, num_images: int = 4, views_per_image: int = 6
     cols = min(views_per_image, k)
     drawn = shown.labels[[i * k + j for i in range(rows) for j in range(cols)]]
     ylim = label_ylim(drawn)
-    fig, outer = _grid_below_title(rows, cols + 1, 1.9, 2.9, hspace=0.6, wspace=0.3)
+    fig, outer = _grid_below_title(rows, cols + 1, 1.9, 2.9, top=1.4, hspace=0.6, wspace=0.3)  # two-line titles
     for i in range(rows):
         ax = fig.add_subplot(outer[i, 0])  # the base image itself, for reference
         ax.imshow(shown.bases[i], cmap="gray" if shown.bases.ndim == 3 else None, vmin=0, vmax=1,
