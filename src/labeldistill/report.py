@@ -123,15 +123,16 @@ class Storage:
         options = f" ({', '.join(self.view_options)})" if self.view_options else ""
         return f"{self.views} views/image{options}"
 
+    def words(self) -> list[str]:
+        return [self.views_text(), self.precision] + ["no budget"] * (self.budget == "none")
+
     def parts(self) -> list[str]:
         """What sets the storage apart from the paper's, for a method variant ([] for the paper's)."""
-        if self.paper:
-            return []
-        return [self.views_text(), self.precision] + ["no budget"] * (self.budget == "none")
+        return [] if self.paper else self.words()
 
     def __str__(self) -> str:
         """For legends: "1 label/image, float32", "39 views/image, float16", "8 views/image, float16 top-3"."""
-        return ", ".join([self.views_text(), self.precision] + ["no budget"] * (self.budget == "none"))
+        return ", ".join(self.words())
 
 
 def _view_options(views: dict) -> tuple[str, ...]:
