@@ -201,5 +201,7 @@ def test_seeds_of_one_setting_make_one_row_checked_by_hand_and_the_csv_holds_num
     assert float(row["accuracy over seeds std"]) == pytest.approx(3.681787)
     assert float(row["mean per-model std"]) == 1.0 and int(row["seeds"]) == 3
     main_rows = list(csv.DictReader(open(tmp_path / "rep" / "mnist_mnist_lenet.csv")))
-    assert set(main_rows[0]) == {"base examples", "LD RR mean", "LD RR std", "LD RR seeds"}
-    assert int(main_rows[0]["LD RR seeds"]) == 3  # the main table's cell: seeds 0, 1, 2 (newest of each)
+    assert set(main_rows[0]) == {"method", "labels per image", "labels stored as", "budget", "10 base images mean",
+                                 "10 base images std", "10 base images seeds"}
+    assert main_rows[0]["method"] == "LD RR" and main_rows[0]["labels per image"] == "1"
+    assert int(main_rows[0]["10 base images seeds"]) == 3  # the main table's cell: seeds 0, 1, 2 (newest of each)

@@ -1,9 +1,12 @@
 """Tables from run directories: test accuracy mean +- std, grouped like the paper.
 
-- Main tables, one per dataset pair (and architecture): base examples x method,
-  the baselines alongside. A cell is the mean +- std of the 20 test models of
-  one run; when the same setting was run with several seeds, it is the mean
-  +- std over the seeds' mean accuracies (marked with the number of seeds).
+- Main tables, one per dataset pair (and architecture): a row per method and
+  storage (labels per base image, their precision, the budget they were made
+  under: `Storage`), a column per number of base images. Runs that stored
+  their labels differently are never one row, and every row says what it
+  stored. A cell is the mean +- std of the 20 test models of one run; when the
+  same setting was run with several seeds, it is the mean +- std over the
+  seeds' mean accuracies (marked with the number of seeds).
 - Seeds: runs that differ only in their seed, one row each: every seed's mean,
   the mean +- std over the seeds' means, the mean per-model std, the number of seeds.
 - Analyses get their own tables: target-set size, number of steps,
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .config import NEUTRAL_KEYS, flat_keys
+from .config import NEUTRAL_KEYS, ViewsConfig, flat_keys
 from .errors import RunError
 from .methods import METHODS
 from .results import CONFIG_FILE, RESULT_FILE, RunDir
@@ -41,11 +44,12 @@ def _spec(name: str):
     return METHODS.get(name)
 
 
-def method_variant(result: dict) -> str:
+def method_variant(result: dict, storage: bool = True) -> str:
     """The method and what sets its learner apart from the method's own default: a start
-    from another method's labels, another head, the mse loss, translations, and what the
-    method itself says of its options (`Method.describe`). Runs that differ in these are
-    different rows and columns, never repeats of one another."""
+    from another method's labels, another head, the mse loss, translations, what the
+    method itself says of its options (`Method.describe`), and (`storage`) its labels'
+    storage when it is not the paper's one float32 label per image (`Storage.parts`).
+    Runs that differ in these are different rows and columns, never repeats of one another."""
     m = result["method"]
     cfg = result.get("config") or {}
     ev, di = cfg.get("evaluate") or {}, cfg.get("distill") or {}
@@ -67,7 +71,84 @@ def method_variant(result: dict) -> str:
     shift = learner.get("augment", ev.get("augment", 0))
     if shift:
         parts.append(f"shifts {shift}px")
+    if storage:
+        parts += Storage.of(result).parts()
     return m if not parts else f"{m} [{', '.join(parts)}]"
+
+
+# The budget names of `budget.storage` as a table shows them
+BUDGET_TITLES = {"one label per image": "one label per image", "images": "labels <= images (bytes)",
+                 "none": "none"}
+_VIEW_DEFAULTS = ViewsConfig()
+
+
+@dataclass(frozen=True)
+class Storage:
+    """What a run stored per base image: `views` labelled views (0: the image itself, one label),
+    the labels' precision and top-k, and the budget they were made under (`budget.storage`);
+    `view_options` names the view options other than the defaults (e.g. "mixup", "rotate 30").
+    Runs from before views and storage stored one float32 label per image."""
+
+    views: int = 0
+    label_dtype: str = "float32"
+    top_k: int = 0
+    budget: str = "one label per image"
+    view_options: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, result: dict) -> "Storage":
+        stored, views = result.get("storage") or {}, result.get("views") or {}
+        per_image = int(views.get("per_image") or 0)
+        return cls(per_image, stored.get("label_dtype", "float32"), int(stored.get("label_top_k") or 0),
+                   stored.get("budget", "one label per image" if per_image == 0 else "images"),
+                   _view_options(views) if per_image else ())
+
+    @property
+    def labels_per_image(self) -> int:
+        return max(self.views, 1)
+
+    @property
+    def precision(self) -> str:
+        """How each label is stored: "float16", "float16 top-3"."""
+        return self.label_dtype + (f" top-{self.top_k}" if self.top_k else "")
+
+    @property
+    def paper(self) -> bool:
+        """The paper's storage: one dense float32 label per base image."""
+        return self.views == 0 and self.label_dtype == "float32" and not self.top_k
+
+    def views_text(self) -> str:
+        if not self.views:
+            return "1 label/image"
+        options = f" ({', '.join(self.view_options)})" if self.view_options else ""
+        return f"{self.views} views/image{options}"
+
+    def words(self) -> list[str]:
+        return [self.views_text(), self.precision] + ["no budget"] * (self.budget == "none")
+
+    def parts(self) -> list[str]:
+        """What sets the storage apart from the paper's, for a method variant ([] for the paper's)."""
+        return [] if self.paper else self.words()
+
+    def __str__(self) -> str:
+        """For legends: "1 label/image, float32", "39 views/image, float16", "8 views/image, float16 top-3"."""
+        return ", ".join(self.words())
+
+
+def _view_options(views: dict) -> tuple[str, ...]:
+    """A run's view options that differ from today's defaults (the seed aside: seeds are grouped)."""
+    d = _VIEW_DEFAULTS
+    parts = []
+    if views.get("mix", d.mix) != d.mix:
+        parts.append(f"{views['mix']}" if views["mix"] != "none" else "no mix")
+    if views.get("mix", d.mix) != "none" and views.get("mix_alpha", d.mix_alpha) != d.mix_alpha:
+        parts.append(f"alpha {views['mix_alpha']:g}")
+    for key, unit in (("rotate", " deg"), ("scale", ""), ("translate", "")):
+        if views.get(key, getattr(d, key)) != getattr(d, key):
+            parts.append(f"{key} {views[key]:g}{unit}")
+    if views.get("include_original", d.include_original) != d.include_original:
+        parts.append("no original" if not views["include_original"] else "with original")
+    return tuple(parts)
 
 
 def method_title(variant: str) -> str:
@@ -109,6 +190,10 @@ class Run:
     def method(self) -> str:
         """The method with its learner variant (`method_variant`)."""
         return method_variant(self.result)
+
+    @property
+    def storage(self) -> Storage:
+        return Storage.of(self.result)
 
     @property
     def kind(self) -> str:
@@ -299,7 +384,8 @@ class Report:
     def csv_records(self) -> str:
         cols = ["run", "table", "source", "target", "arch", "method", "num_base_examples", "seed",
                 "target_set_size", "setting", "test_accuracy_mean", "test_accuracy_std", "num_models",
-                "num_steps", "num_labels", "image_bytes", "label_bytes", "path"]
+                "num_steps", "labels_per_image", "label_dtype", "label_top_k", "budget", "num_labels",
+                "image_bytes", "label_bytes", "total_bytes", "path"]
         buf = io.StringIO()
         w = csv.DictWriter(buf, cols)
         w.writeheader()
@@ -388,17 +474,28 @@ def optimizer_columns(rs: list[Run]) -> tuple[list[str], dict[str, set]]:
     return opts, {o: {r["optimizer_transfer"][o]["lr"] for r in rs if o in r["optimizer_transfer"]} for o in opts}
 
 
+STORAGE_HEADER = ["labels per image", "labels stored as", "budget"]
+STORAGE_NOTE = ("One row per method and storage: rows that store more labels per image, or store them in another "
+                "precision, spend another budget (one float32 label per image is the paper's).")
+
+
+def storage_cells(r: Run) -> list[Cell]:
+    """A row's storage, said in the row: labels per image, their precision, the budget."""
+    st = r.storage
+    return [st.labels_per_image, st.precision, BUDGET_TITLES.get(st.budget, st.budget)]
+
+
 def _main_tables(runs: list[Run]) -> list[Table]:
     tables = []
     for (pair, arch), rs in main_groups(runs):
-        methods = _methods(rs)
         counts = sorted({r["num_base_examples"] for r in rs})
         rows = []
-        for n in counts:
-            rows.append([str(n)] + [_cell([r for r in rs if r["num_base_examples"] == n and r.method == m])
-                                    for m in methods])
-        tables.append(Table(f"{pair} ({arch})", ["base examples"] + [method_title(m) for m in methods],
-                            rows))
+        for m in _methods(rs):
+            of_m = [r for r in rs if r.method == m]
+            rows.append([method_title(method_variant(of_m[0].result, storage=False))] + storage_cells(of_m[0])
+                        + [_cell([r for r in of_m if r["num_base_examples"] == n]) for n in counts])
+        tables.append(Table(f"{pair} ({arch})", ["method"] + STORAGE_HEADER + [f"{n} base images" for n in counts],
+                            rows, note=STORAGE_NOTE))
     return tables
 
 
@@ -562,8 +659,11 @@ def _records(runs: list[Run]) -> list[dict]:
         base = {"run": r["name"], "source": r["source"], "target": r["target"], "arch": r["arch"],
                 "method": r.method, "num_base_examples": r["num_base_examples"], "seed": r["seed"],
                 "target_set_size": r.target_set_size, "path": str(r.path)}
+        st = r.storage
+        base.update(labels_per_image=st.labels_per_image, label_dtype=st.label_dtype,
+                    label_top_k=st.top_k or None, budget=st.budget)
         stored = r.result.get("storage") or {}  # what the distilled dataset costs (runs before it: blank)
-        base.update({k: stored.get(k) for k in ("num_labels", "image_bytes", "label_bytes")})
+        base.update({k: stored.get(k) for k in ("num_labels", "image_bytes", "label_bytes", "total_bytes")})
 
         def add(table, setting, summary, steps):
             out.append({**base, "table": table, "setting": setting,
@@ -584,7 +684,7 @@ def _records(runs: list[Run]) -> list[dict]:
 
 
 def _comparison_tables(runs: list[Run]) -> list[Table]:
-    """One table for every method: rows are methods (with their learner), columns the
+    """One table for every method: rows are methods (with their learner and storage), columns the
     (dataset pair, architecture, base examples) settings; and the wall time (labels and
     test together, mean over seeds) of each method at the first column with 100 base examples."""
     rs = [r for r in runs if r.target_set_size is None]
@@ -596,20 +696,19 @@ def _comparison_tables(runs: list[Run]) -> list[Table]:
     column = lambda c: f"{c[0]} {c[2]} ({c[1]})"  # noqa: E731 - a setting's column header
     rows = []
     for m in _methods(rs):
-        row = [method_title(m)]
+        of_m = [r for r in rs if r.method == m]
+        row = [method_title(method_variant(of_m[0].result, storage=False))] + storage_cells(of_m[0])
         for pair, arch, n in columns:
-            row.append(_cell([r for r in rs if r.method == m and (r.pair, r["arch"], r["num_base_examples"])
-                              == (pair, arch, n)]))
+            row.append(_cell([r for r in of_m if (r.pair, r["arch"], r["num_base_examples"]) == (pair, arch, n)]))
         if timed is not None:
-            cell = newest_per_setting([r for r in rs if r.method == m and
-                                       (r.pair, r["arch"], r["num_base_examples"]) == timed])
+            cell = newest_per_setting([r for r in of_m if (r.pair, r["arch"], r["num_base_examples"]) == timed])
             secs = [r["train_seconds"] + r["test_seconds"] for r in cell if "train_seconds" in r.result]
             row.append(round(sum(secs) / len(secs)) if secs else None)
         rows.append(row)
-    header = ["method"] + [column(c) for c in columns]
+    header = ["method"] + STORAGE_HEADER + [column(c) for c in columns]
     if timed is not None:  # the column whose runs were timed, by its header
         header.append(f"seconds (labels + test) for {column(timed)}")
-    return [Table("Methods compared", header, rows)]
+    return [Table("Methods compared", header, rows, note=STORAGE_NOTE)]
 
 
 def _unfinished_tables(unfinished: Sequence[Path]) -> list[Table]:
