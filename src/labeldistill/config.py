@@ -144,6 +144,8 @@ class TeacherConfig:
     train_batch_size: int = 128
     # More than 1: an ensemble of teachers (own initialisations and data orders), logits averaged.
     num_teachers: int = 1
+    # The learning rate over training: constant, or annealed to 0 along a cosine
+    schedule: str = "constant"
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,10 @@ class AutoConfig:
     view_strengths: tuple[float, ...] = (1.0, 2.0)  # views.rotate, scale and translate times these
     num_teachers: tuple[int, ...] = (1, 3)  # teacher.num_teachers tried (teacher labels)
     augment: tuple[int, ...] = (0, 2)  # evaluate.augment (the learner's translations) tried
+    teacher_schedules: tuple[str, ...] = ("constant", "cosine")  # teacher.schedule tried (teacher labels)
+    # The temperatures teacher labels are chosen among (evaluate.label_temperatures of those recipes);
+    # empty: evaluate.label_temperatures, or teacher.temperature
+    teacher_temperatures: tuple[float, ...] = (1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True)

@@ -20,23 +20,32 @@ from .progress import TEACHERS, Meter, Progress
 from .seeding import derive_seed, generator, seeded_global_rng
 
 
+SCHEDULES = ("constant", "cosine")
+
+
 def train_teacher(arch: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, epochs: int,
                   batch_size: int, lr: float, seed: int, meter: Meter | None = None,
-                  name: str = "teacher") -> torch.nn.Module:
-    """A model trained with Adam on (x, y) for `epochs` passes in seeded random order;
+                  name: str = "teacher", schedule: str = "constant") -> torch.nn.Module:
+    """A model trained with Adam on (x, y) for `epochs` passes in seeded random order, at a
+    constant learning rate or one annealed to 0 along a cosine over all steps (`schedule`);
     `meter` advances by one per step, its detail names `name` and the epoch."""
     model = init_model(Recipe(arch=arch), derive_seed(seed, "teacher_init"), x.shape[1], num_classes,
                        x.shape[-1]).to(x.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = None
+    if schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * math.ceil(x.shape[0] / batch_size))
+    elif schedule != "constant":
+        raise ValueError(f"unknown teacher schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
     g = generator(seed, "teacher_order")
     model.train()
     with seeded_global_rng(derive_seed(seed, "teacher_random_ops"), x.device):  # dropout in a model of one's own
-        _fit(model, opt, x, y, epochs, batch_size, g, meter, name)
+        _fit(model, opt, x, y, epochs, batch_size, g, meter, name, scheduler)
     return model.eval()
 
 
 def _fit(model, opt, x, y, epochs: int, batch_size: int, g: torch.Generator, meter: Meter | None,
-         name: str) -> None:
+         name: str, scheduler=None) -> None:
     for epoch in range(epochs):
         if meter is not None:
             meter.update(detail=f"{name}, epoch {epoch + 1}/{epochs}")
@@ -47,6 +56,8 @@ def _fit(model, opt, x, y, epochs: int, batch_size: int, g: torch.Generator, met
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             if meter is not None:
                 meter.advance()
 
@@ -96,11 +107,13 @@ def train_teachers(cfg, data, arch: str, progress: Progress | None = None) -> tu
     with Meter(progress, TEACHERS, steps, "step", detail=f"{names[0]}, epoch 1/{e.train_epochs}") as meter:
         teachers = [train_teacher(arch, data.target_x, data.target_y, data.num_classes, epochs=e.train_epochs,
                                   batch_size=e.train_batch_size, lr=e.train_lr,
-                                  seed=teacher_seed(cfg.seed, i), meter=meter, name=names[i])
+                                  seed=teacher_seed(cfg.seed, i), meter=meter, name=names[i],
+                                  schedule=e.schedule)
                     for i in range(count)]
     teacher = teachers[0] if len(teachers) == 1 else Ensemble(teachers).eval()
     info = {"arch": arch, "epochs": e.train_epochs, "batch_size": e.train_batch_size,
-            "lr": e.train_lr, "val_accuracy": accuracy(teacher, data.val_x, data.val_y)}
+            "lr": e.train_lr, **({"schedule": e.schedule} if e.schedule != "constant" else {}),
+            "val_accuracy": accuracy(teacher, data.val_x, data.val_y)}
     if len(teachers) > 1:
         info["num_teachers"] = len(teachers)
         info["member_val_accuracy"] = [accuracy(t, data.val_x, data.val_y) for t in teachers]

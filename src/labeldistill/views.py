@@ -46,7 +46,7 @@ class ViewSpec:
     rotate: float = 15.0  # degrees, uniform in [-rotate, rotate]
     scale: float = 0.1  # uniform in [1 - scale, 1 + scale]
     translate: float = 0.1  # a fraction of the image side, uniform in [-translate, translate] per axis
-    mix: str = "mixup"  # none | mixup | cutmix
+    mix: str = "cutmix"  # none | mixup | cutmix (the config's default, ViewsConfig)
     mix_alpha: float = 1.0  # the mixing weight ~ Beta(alpha, alpha)
 
     def __post_init__(self):

@@ -8,8 +8,11 @@ too much, so the settings are tried one at a time (coordinate descent):
 
 1. every label maker of `auto.methods` with every `auto.views_per_image`;
 2. for the best so far: every `auto.mixes`, then every `auto.view_strengths`
-   (when it has views), every `auto.num_teachers` (teacher labels), every
-   `auto.augment`.
+   (when it has views), every `auto.teacher_schedules` and `auto.num_teachers`
+   (teacher labels), every `auto.augment`.
+
+Label solving gets as many random networks as its kernel needs for the
+examples it labels (a quarter more features than examples).
 
 Each recipe runs as its method would run alone: its own candidates
 (temperatures, ridge lambdas) and the number of steps are chosen on the
@@ -26,6 +29,7 @@ which chosen settings lie at the edge of what was tried.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -33,16 +37,12 @@ from ..budget import check_budget, max_labels_per_image
 from ..config import apply as apply_overrides
 from ..data import with_views
 from ..errors import ConfigError, did_you_mean
-from ..evaluate import Recipe
+from ..evaluate import Recipe, init_model
+from ..kd import SCHEDULES
 from ..views import MIXES, make_views
 from .lookup import get_method
 from .protocol import MethodContext, MethodOutput
 from .registry import Method, list_methods, register_method
-
-# Overrides that `auto` sets itself, per recipe
-TRIED_KEYS = ("method", "views.per_image", "views.mix", "views.rotate", "views.scale", "views.translate",
-              "teacher.num_teachers", "evaluate.augment")
-
 
 @dataclass
 class Trial:
@@ -97,6 +97,10 @@ def validate(cfg) -> None:
     if any(not 0 < s for s in a.view_strengths) or any(s * cfg.views.scale >= 1 for s in a.view_strengths):
         raise ConfigError(f"auto.view_strengths must be positive and keep views.scale times them below 1, got "
                           f"{list(a.view_strengths)}")
+    bad = [x for x in a.teacher_schedules if x not in SCHEDULES]
+    if bad or not a.teacher_schedules:
+        raise ConfigError(f"auto.teacher_schedules must list some of {', '.join(SCHEDULES)}, got "
+                          f"{list(a.teacher_schedules)}")
     if any(t < 1 for t in a.num_teachers) or any(x < 0 for x in a.augment):
         raise ConfigError("auto.num_teachers must be at least 1 and auto.augment 0 or more pixels")
 
@@ -108,6 +112,7 @@ class Search:
         self.a = ctx.cfg.auto
         self.deadline = time.perf_counter() + self.a.time_budget
         self.trials: list[Trial] = []
+        self.feature_dim = init_model(ctx.recipe, 0, ctx.data.channels, ctx.num_classes, ctx.data.image_size).feature_dim
         self.budget_views = max_labels_per_image(ctx.data.base_pixels, ctx.num_classes, ctx.cfg.storage.label_dtype,
                                                  ctx.cfg.storage.top_k)
 
@@ -119,11 +124,23 @@ class Search:
         v = self.cfg.views
         strength = s.get("view_strength", 1.0)
         out = {"method": s["method"], "views.per_image": s["views_per_image"], "views.mix": s.get("mix", v.mix),
+               # the run's own views settings where a recipe has no views
                "views.rotate": min(v.rotate * strength, 180.0), "views.scale": v.scale * strength,
                "views.translate": min(v.translate * strength, 1.0),
                "evaluate.augment": s.get("augment", self.cfg.evaluate.augment)}
         if "num_teachers" in s:
             out["teacher.num_teachers"] = s["num_teachers"]
+        if "teacher_schedule" in s:
+            out["teacher.schedule"] = s["teacher_schedule"]
+        if s["method"] == "baseline-kd" and self.a.teacher_temperatures:
+            out["evaluate.label_temperatures"] = self.a.teacher_temperatures
+        if s["method"] == "label-solve":
+            # The kernel needs at least as many random features as examples to label; a quarter more
+            # keeps it well conditioned.
+            examples = self.ctx.data.base_x.shape[0] * max(s["views_per_image"], 1)
+            need = math.ceil(1.25 * examples / self.feature_dim)
+            if need > self.cfg.solve.num_networks:
+                out["solve.num_networks"] = need
         return out
 
     def estimate(self, s: dict) -> float:
@@ -136,8 +153,21 @@ class Search:
         scale = s.get("num_teachers", 1) / t.settings.get("num_teachers", 1) if "num_teachers" in s else 1.0
         return t.seconds * max(scale, 1.0)
 
+    def normal(self, s: dict) -> dict:
+        """Every setting of recipe `s` spelled out (the run's own where auto leaves it), so that one
+        recipe reached twice is run once; settings of views are left out without views."""
+        k = self.views_count(s["views_per_image"])
+        out = {"method": s["method"], "views_per_image": k}
+        if k:
+            out.update(mix=s.get("mix", self.cfg.views.mix), view_strength=s.get("view_strength", 1.0))
+        if s["method"] == "baseline-kd":
+            out.update(num_teachers=s.get("num_teachers", self.cfg.teacher.num_teachers),
+                       teacher_schedule=s.get("teacher_schedule", self.cfg.teacher.schedule))
+        out["augment"] = s.get("augment", self.cfg.evaluate.augment)
+        return out
+
     def run(self, s: dict) -> Trial:
-        s = {**s, "views_per_image": self.views_count(s["views_per_image"])}
+        s = self.normal(s)
         for t in self.trials:  # a recipe already tried (a setting's value equal to the current one)
             if t.settings == s:
                 return t
@@ -186,7 +216,7 @@ class Search:
             for k in a.views_per_image:
                 s = {"method": m, "views_per_image": k}
                 if m == "baseline-kd":
-                    s["num_teachers"] = teachers0
+                    s.update(num_teachers=teachers0, teacher_schedule=a.teacher_schedules[0])
                 self.run(s)
         best = self.best()
         if best is None:
@@ -196,7 +226,7 @@ class Search:
         if best.settings["views_per_image"]:
             dims += [("mix", list(a.mixes)), ("view_strength", list(a.view_strengths))]
         if best.settings["method"] == "baseline-kd":
-            dims.append(("num_teachers", list(a.num_teachers)))
+            dims += [("teacher_schedule", list(a.teacher_schedules)), ("num_teachers", list(a.num_teachers))]
         dims.append(("augment", list(a.augment)))
         for key, values in dims:
             current = self.best().settings
@@ -234,11 +264,12 @@ def describe_settings(s: dict) -> str:
     k = s["views_per_image"]
     parts.append(f"{k} views/image" if k else "no views")
     if k:
-        parts.append(s.get("mix", "") or "")
-        if s.get("view_strength", 1.0) != 1.0:
+        parts.append(s["mix"])
+        if s["view_strength"] != 1.0:
             parts.append(f"strength x{s['view_strength']:g}")
     if "num_teachers" in s:
-        parts.append(f"{s['num_teachers']} teacher{'s' if s['num_teachers'] > 1 else ''}")
+        parts.append(f"{s['num_teachers']} teacher{'s' if s['num_teachers'] > 1 else ''}"
+                     + (f" ({s['teacher_schedule']} lr)" if s.get("teacher_schedule", "constant") != "constant" else ""))
     if s.get("augment"):
         parts.append(f"translate {s['augment']} px")
     return ", ".join(p for p in parts if p)

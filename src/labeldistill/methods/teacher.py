@@ -10,21 +10,22 @@ import torch
 
 from ..errors import ConfigError, RunError
 from ..evaluate import CHANCE_MARGIN
-from ..kd import logits_of, train_teachers
+from ..kd import SCHEDULES, logits_of, train_teachers
 from .choose import real_valued
 from .direct import direct_method
 from .protocol import MethodContext
 
 
 # What the teacher's training depends on (teacher.temperature only shapes its labels)
-TRAINING_KEYS = ("num_teachers", "train_epochs", "train_lr", "train_batch_size")
+TRAINING_KEYS = ("num_teachers", "train_epochs", "train_lr", "train_batch_size", "schedule")
 
 
 def describe(result: dict) -> list[str]:
     cfg = result.get("config") or {}
     teachers = (cfg.get("teacher") or {}).get("num_teachers",
                                               (cfg.get("evaluate") or {}).get("kd_num_teachers", 1))  # older runs
-    return [f"{teachers} teachers"] if teachers > 1 else []
+    schedule = (cfg.get("teacher") or {}).get("schedule", "constant")
+    return ([f"{teachers} teachers"] if teachers > 1 else []) + ([f"{schedule} lr"] if schedule != "constant" else [])
 
 
 def validate(cfg) -> None:
@@ -39,6 +40,7 @@ def validate(cfg) -> None:
     need(t.train_lr > 0, f"teacher.train_lr must be positive, got {t.train_lr}")
     need(t.num_teachers >= 1, f"teacher.num_teachers must be at least 1, got {t.num_teachers}")
     need(t.train_batch_size >= 1, f"teacher.train_batch_size must be at least 1, got {t.train_batch_size}")
+    need(t.schedule in SCHEDULES, f"teacher.schedule must be one of {', '.join(SCHEDULES)}, got {t.schedule!r}")
 
 
 @direct_method("baseline-kd", title="teacher labels", order=50, describe=describe, validate=validate, options="teacher",
