@@ -11,6 +11,7 @@ need a class remapping. The student side is the ordinary evaluation recipe
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -95,21 +96,49 @@ def teacher_seed(seed: int, index: int) -> int:
     return seed if index == 0 else derive_seed(seed, "teacher", index)
 
 
-def train_teachers(cfg, data, arch: str, progress: Progress | None = None) -> tuple[torch.nn.Module, dict]:
+# Cache entries: the time the last teacher took to train, and all teachers together
+TEACHER_SECONDS, TEACHERS_TOTAL = "seconds per teacher", "seconds training teachers"
+
+
+def _teacher_keys(cfg, arch: str) -> list[tuple]:
+    e = cfg.teacher
+    return [("teacher", arch, teacher_seed(cfg.seed, i), e.train_epochs, e.train_lr, e.train_batch_size, e.schedule)
+            for i in range(e.num_teachers)]
+
+
+def untrained_teachers(cfg, arch: str, cache: dict) -> int:
+    """How many of the teachers `cfg` asks for `cache` does not hold yet."""
+    return sum(k not in cache for k in _teacher_keys(cfg, arch))
+
+
+def train_teachers(cfg, data, arch: str, progress: Progress | None = None,
+                   cache: dict | None = None) -> tuple[torch.nn.Module, dict]:
     """A teacher trained on the target set and facts about it (its validation accuracy). With
     `teacher.num_teachers` > 1 the teacher is an ensemble of that many, each with its own
     initialisation and data order, whose logits are averaged. Training reports to `progress`
-    as the phase 'training teachers', in steps of all teachers together."""
+    as the phase 'training teachers', in steps of all teachers together. With `cache` (a dict
+    kept for the run), a teacher already trained with the same seed and settings is reused:
+    an ensemble of three after one teacher trains two more."""
     e = cfg.teacher
     count = e.num_teachers
-    steps = count * e.train_epochs * math.ceil(data.target_x.shape[0] / e.train_batch_size)
+    cache = {} if cache is None else cache
+    keys = _teacher_keys(cfg, arch)
+    todo = [i for i in range(count) if keys[i] not in cache]
+    t0 = time.perf_counter()
+    steps = len(todo) * e.train_epochs * math.ceil(data.target_x.shape[0] / e.train_batch_size)
     names = [f"teacher {i + 1}/{count}" if count > 1 else "teacher" for i in range(count)]
-    with Meter(progress, TEACHERS, steps, "step", detail=f"{names[0]}, epoch 1/{e.train_epochs}") as meter:
-        teachers = [train_teacher(arch, data.target_x, data.target_y, data.num_classes, epochs=e.train_epochs,
-                                  batch_size=e.train_batch_size, lr=e.train_lr,
-                                  seed=teacher_seed(cfg.seed, i), meter=meter, name=names[i],
-                                  schedule=e.schedule)
-                    for i in range(count)]
+    first = names[todo[0]] if todo else names[0]
+    with Meter(progress, TEACHERS, steps, "step", detail=f"{first}, epoch 1/{e.train_epochs}") as meter:
+        for i in todo:
+            cache[keys[i]] = train_teacher(arch, data.target_x, data.target_y, data.num_classes,
+                                           epochs=e.train_epochs, batch_size=e.train_batch_size, lr=e.train_lr,
+                                           seed=teacher_seed(cfg.seed, i), meter=meter, name=names[i],
+                                           schedule=e.schedule)
+    if todo:  # what one teacher costs, for a caller that plans how many more to train
+        spent = time.perf_counter() - t0
+        cache[TEACHER_SECONDS] = spent / len(todo)
+        cache[TEACHERS_TOTAL] = cache.get(TEACHERS_TOTAL, 0.0) + spent
+    teachers = [cache[k] for k in keys]
     teacher = teachers[0] if len(teachers) == 1 else Ensemble(teachers).eval()
     info = {"arch": arch, "epochs": e.train_epochs, "batch_size": e.train_batch_size,
             "lr": e.train_lr, **({"schedule": e.schedule} if e.schedule != "constant" else {}),

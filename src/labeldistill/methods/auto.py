@@ -38,7 +38,7 @@ from ..config import apply as apply_overrides
 from ..data import with_views
 from ..errors import ConfigError, did_you_mean
 from ..evaluate import Recipe, init_model
-from ..kd import SCHEDULES
+from ..kd import SCHEDULES, TEACHER_SECONDS, TEACHERS_TOTAL, untrained_teachers
 from ..views import MIXES, make_views
 from .lookup import get_method
 from .protocol import MethodContext, MethodOutput
@@ -51,6 +51,7 @@ class Trial:
     val_error: float | None = None
     seconds: float | None = None
     skipped: str | None = None  # why it did not run
+    label_seconds: float = 0.0  # seconds without training teachers (shared by later recipes)
     output: MethodOutput | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
@@ -144,14 +145,18 @@ class Search:
         return out
 
     def estimate(self, s: dict) -> float:
-        """Seconds the recipe `s` will take: that of the most similar recipe already run, or 0."""
+        """Seconds the recipe `s` will take: that of the most similar recipe already run (same
+        method, with or without views), without the teachers it trained, plus the teachers `s`
+        still needs at the last teacher's time; 0 for a method not run yet."""
         same = [t for t in self.trials if t.seconds is not None and t.settings["method"] == s["method"]
                 and bool(t.settings["views_per_image"]) == bool(s["views_per_image"])]
         if not same:
             return 0.0
-        t = same[-1]
-        scale = s.get("num_teachers", 1) / t.settings.get("num_teachers", 1) if "num_teachers" in s else 1.0
-        return t.seconds * max(scale, 1.0)
+        need = 0.0
+        if s["method"] == "baseline-kd":
+            cfg = apply_overrides(self.cfg, self.overrides(s))
+            need = untrained_teachers(cfg, self.ctx.arch, self.ctx.cache) * self.ctx.cache.get(TEACHER_SECONDS, 0.0)
+        return same[-1].label_seconds + need
 
     def normal(self, s: dict) -> dict:
         """Every setting of recipe `s` spelled out (the run's own where auto leaves it), so that one
@@ -181,6 +186,7 @@ class Search:
             self.ctx.emit("auto_skipped", recipe=name, reason=trial.skipped)
             return trial
         t0 = time.perf_counter()
+        teachers_before = self.teacher_time()
         try:
             cfg = apply_overrides(self.cfg, self.overrides(s))
             check_budget(cfg, self.ctx.data.base_pixels, self.ctx.num_classes)
@@ -193,10 +199,15 @@ class Search:
             self.ctx.emit("auto_skipped", recipe=name, reason=trial.skipped)
             return trial
         trial.seconds = time.perf_counter() - t0
+        trial.label_seconds = trial.seconds - (self.teacher_time() - teachers_before)
         trial.val_error = out.val_error
         trial.output = out
         self.ctx.emit("auto_recipe", recipe=name, val_error=out.val_error, seconds=round(trial.seconds, 1))
         return trial
+
+    def teacher_time(self) -> float:
+        """Seconds spent training teachers so far (a recipe's own time is its time without them)."""
+        return self.ctx.cache.get(TEACHERS_TOTAL, 0.0)
 
     def best(self) -> Trial | None:
         ran = [t for t in self.trials if t.val_error is not None]

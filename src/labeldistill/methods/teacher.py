@@ -16,10 +16,6 @@ from .direct import direct_method
 from .protocol import MethodContext
 
 
-# What the teacher's training depends on (teacher.temperature only shapes its labels)
-TRAINING_KEYS = ("num_teachers", "train_epochs", "train_lr", "train_batch_size", "schedule")
-
-
 def describe(result: dict) -> list[str]:
     cfg = result.get("config") or {}
     teachers = (cfg.get("teacher") or {}).get("num_teachers",
@@ -49,10 +45,7 @@ def teacher_labels(ctx: MethodContext):
     cfg, data = ctx.cfg, ctx.data
     # Teachers are trained once per run: a method that tries several recipes (auto) labels
     # every candidate's images with the same ones.
-    key = ("teacher", ctx.arch, cfg.seed, *(getattr(cfg.teacher, k) for k in TRAINING_KEYS))
-    if key not in ctx.cache:
-        ctx.cache[key] = train_teachers(cfg, data, ctx.arch, ctx.progress)
-    model, teacher = ctx.cache[key]
+    model, teacher = train_teachers(cfg, data, ctx.arch, ctx.progress, ctx.cache)
     logits = logits_of(model, data.base_x)
     chance = 100.0 * CHANCE_MARGIN / data.num_classes
     if not bool(torch.isfinite(logits).all()) or teacher["val_accuracy"] <= chance:
