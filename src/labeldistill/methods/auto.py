@@ -40,6 +40,7 @@ from ..errors import ConfigError, did_you_mean
 from ..evaluate import Recipe, init_model
 from ..kd import SCHEDULES
 from ..views import MIXES, make_views
+from .label_solve import SOLVE_TEMPERATURES
 from .lookup import get_method
 from .protocol import MethodContext, MethodOutput
 from .registry import Method, list_methods, register_method
@@ -245,7 +246,7 @@ class Search:
                 value = best.settings[key]
                 if value == max(grid) and not (key == "views_per_image" and value == self.budget_views):
                     out.append(f"{key}={value} is the largest tried")
-                elif value == min(grid) and key not in ("augment",) and value != 0:
+                elif value == min(grid) and key != "augment" and value != LEAST.get(key, 0):
                     out.append(f"{key}={value} is the smallest tried")
         out_ = best.output
         grid = self.ctx.cfg.evaluate.step_grid
@@ -253,10 +254,20 @@ class Search:
         if steps and out_.num_steps == max(steps):
             out.append(f"num_steps={out_.num_steps} is the largest step count searched (evaluate.step_grid)")
         choice = out_.info.get("label_choice") or {}
-        temps = self.ctx.cfg.evaluate.label_temperatures
-        if "temperature" in choice and len(temps) > 1 and choice["temperature"] in (min(temps), max(temps)):
-            out.append(f"temperature={choice['temperature']:g} is at the edge of evaluate.label_temperatures")
+        # The grids the recipe's own config offered (teacher labels try auto.teacher_temperatures,
+        # label solving its own temperatures when evaluate.label_temperatures is empty)
+        cfg = apply_overrides(self.cfg, self.overrides(best.settings))
+        temps = cfg.evaluate.label_temperatures or (SOLVE_TEMPERATURES if best.settings["method"] == "label-solve"
+                                                    else ())
+        for key, grid, where in (("temperature", temps, "the temperatures tried"),
+                                 ("ridge_lambda", cfg.solve.ridge_lambdas, "solve.ridge_lambdas")):
+            if key in choice and len(set(grid)) > 1 and choice[key] in (min(grid), max(grid)):
+                out.append(f"{key}={choice[key]:g} is at the edge of {where}")
         return out
+
+
+# The least a setting can be: a choice there is at no edge a wider grid could move
+LEAST = {"num_teachers": 1}
 
 
 def describe_settings(s: dict) -> str:
