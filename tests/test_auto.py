@@ -260,3 +260,56 @@ def test_bad_auto_configs_are_one_line_errors(tmp_path, capsys, override, words)
     assert err.startswith("labeldistill: error:") and err.count("\n") == 1 and "Traceback" not in err
     assert words in err
     assert not list((tmp_path / "runs").glob("*/result.json"))
+
+
+def test_the_runs_chosen_settings_at_the_edge_of_their_grids_are_reported(watched):
+    cfg, result, _ = watched
+    a = result["auto"]
+    chosen = a["chosen_settings"]
+    grids = {"views_per_image": cfg.auto.views_per_image, "augment": cfg.auto.augment}
+    for key, grid in grids.items():
+        said = f"{key}={chosen[key]} is the largest tried" in a["at_edge"]
+        assert said == (chosen[key] == max(grid)), (key, a["at_edge"])
+    said = any(e.startswith(f"num_steps={result['num_steps']} is the largest") for e in a["at_edge"])
+    assert said == (result["num_steps"] == max(cfg.evaluate.step_grid))
+
+
+def search_for(cfg: C.Config) -> auto.Search:
+    import labeldistill as ld
+
+    data = ld.prepare(cfg)
+    return auto.Search(experiment.Experiment(cfg, data, torch.device("cpu")).context())
+
+
+def chosen(search: auto.Search, settings: dict, num_steps: int, label_choice: dict) -> auto.Trial:
+    from labeldistill.methods import MethodOutput
+
+    base_x = search.ctx.data.base_x
+    out = MethodOutput(labels=torch.zeros(len(base_x), 10), images=base_x, num_steps=num_steps, val_error=10.0,
+                       recipe=search.ctx.recipe, info={"label_choice": label_choice})
+    return auto.Trial("chosen", settings, val_error=10.0, seconds=1.0, output=out)
+
+
+def test_settings_at_the_edge_of_their_grids_are_reported():
+    cfg = tiny(**{"auto.views_per_image": [0, 2, 4], "auto.view_strengths": [0.5, 1.0, 2.0],
+                  "auto.num_teachers": [1, 3], "auto.augment": [0, 2], "auto.teacher_temperatures": [1.0, 2.0, 4.0],
+                  "evaluate.step_grid": [50, 100], "evaluate.label_temperatures": []})
+    search = search_for(cfg)
+    kd_settings = {"method": "baseline-kd", "views_per_image": 4, "mix": "cutmix", "view_strength": 2.0,
+                   "num_teachers": 3, "teacher_schedule": "constant", "augment": 2}
+    edges = search.edges(chosen(search, kd_settings, 100, {"temperature": 4.0}))
+    assert edges == ["view_strength=2.0 is the largest tried", "num_teachers=3 is the largest tried",
+                     "augment=2 is the largest tried", "views_per_image=4 is the largest tried",
+                     "num_steps=100 is the largest step count searched (evaluate.step_grid)",
+                     "temperature=4 is at the edge of the temperatures tried"]
+    # one teacher and no translations are the least there is: at no edge
+    inside = {**kd_settings, "view_strength": 1.0, "num_teachers": 1, "augment": 0, "views_per_image": 2}
+    assert search.edges(chosen(search, inside, 50, {"temperature": 2.0})) == []
+    assert search.edges(chosen(search, {**inside, "view_strength": 0.5}, 50, {"temperature": 1.0})) == [
+        "view_strength=0.5 is the smallest tried", "temperature=1 is at the edge of the temperatures tried"]
+    # label solving's temperatures (its own when evaluate.label_temperatures is empty) and lambdas
+    solve = {"method": "label-solve", "views_per_image": 0, "augment": 0}
+    search = search_for(C.apply(cfg, {"solve.ridge_lambdas": [0.001, 0.1]}))
+    assert search.edges(chosen(search, solve, 50, {"temperature": 0.1, "ridge_lambda": 0.1})) == [
+        "temperature=0.1 is at the edge of the temperatures tried",
+        "ridge_lambda=0.1 is at the edge of solve.ridge_lambdas"]
