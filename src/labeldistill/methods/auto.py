@@ -307,6 +307,7 @@ def describe(result: dict) -> list[str]:
     return [f"chose {chosen}"] if chosen else []
 
 
-register_method(Method("auto", "auto (chosen on validation)", "search", run, order=5, options="auto",
+# Reports list it after the built-in label makers it chooses among; the paper's methods lead.
+register_method(Method("auto", "auto (chosen on validation)", "search", run, order=80, options="auto",
                        validate=validate, describe=describe,
                        summary="tries label makers, views and their settings; keeps the lowest validation error"))
