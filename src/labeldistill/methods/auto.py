@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from ..budget import check_budget, max_labels_per_image
 from ..config import apply as apply_overrides
 from ..data import with_views
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, RunError, did_you_mean
 from ..evaluate import Recipe, init_model
 from ..kd import SCHEDULES
 from ..views import MIXES, make_views
@@ -189,7 +189,9 @@ class Search:
             data = with_views(self.ctx.data, make_views(cfg, self.ctx.data.base_x))
             recipe = Recipe.from_config(cfg, self.ctx.arch, self.ctx.recipe.head)
             out = method.run(replace(self.ctx, cfg=cfg, data=data, recipe=recipe))
-        except ConfigError as exc:  # a recipe this data cannot run (e.g. label solving's rank): said, not fatal
+        # A recipe this data cannot run (label solving's rank, a teacher that did not learn, validation
+        # models that all diverged): said, not fatal, so the recipes that ran are not lost
+        except (ConfigError, RunError) as exc:
             trial.skipped = str(exc)
             self.ctx.emit("auto_skipped", recipe=name, reason=trial.skipped)
             return trial
