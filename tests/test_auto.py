@@ -313,3 +313,13 @@ def test_settings_at_the_edge_of_their_grids_are_reported():
     assert search.edges(chosen(search, solve, 50, {"temperature": 0.1, "ridge_lambda": 0.1})) == [
         "temperature=0.1 is at the edge of the temperatures tried",
         "ridge_lambda=0.1 is at the edge of solve.ridge_lambdas"]
+
+
+def test_a_recipe_that_fails_is_skipped_and_the_others_are_kept():
+    # A teacher at lr 50 does not learn: its recipes cannot run, the true-label ones still count
+    result = run(tiny(**{"auto.methods": ["baseline-ls", "baseline-kd"], "teacher.train_lr": 50.0}))
+    recipes = {r["name"]: r for r in result["auto"]["recipes"]}
+    failed = [r for r in recipes.values() if r["method"] == "baseline-kd"]
+    assert len(failed) == 2 and all("the teacher diverged or did not learn" in r["skipped"] for r in failed)
+    assert all(r["val_error"] is None and r["seconds"] is None for r in failed)
+    assert result["auto"]["chosen_settings"]["method"] == "baseline-ls" and "test_accuracy_mean" in result
