@@ -6,7 +6,8 @@ allows), how views are mixed and how strongly they are transformed, the number
 of teachers, and the learner's translations. Trying every combination costs
 too much, so the settings are tried one at a time (coordinate descent):
 
-1. every label maker of `auto.methods` with every `auto.views_per_image`;
+1. every label maker of `auto.methods` with every `auto.views_per_image` (the other
+   settings at the first value of their lists);
 2. for the best so far: every `auto.mixes`, then every `auto.view_strengths`
    (when it has views), every `auto.teacher_schedules` and `auto.num_teachers`
    (teacher labels), every `auto.augment`.
@@ -214,12 +215,14 @@ class Search:
     # -- the search --------------------------------------------------------------
     def search(self) -> Trial:
         a = self.a
-        teachers0 = a.num_teachers[0]
         for m in a.methods:
             for k in a.views_per_image:
-                s = {"method": m, "views_per_image": k}
+                # every other setting at the first value of its grid, so that no recipe tried (or
+                # chosen) lies outside the grids
+                s = {"method": m, "views_per_image": k, "mix": a.mixes[0], "view_strength": a.view_strengths[0],
+                     "augment": a.augment[0]}
                 if m == "baseline-kd":
-                    s.update(num_teachers=teachers0, teacher_schedule=a.teacher_schedules[0])
+                    s.update(num_teachers=a.num_teachers[0], teacher_schedule=a.teacher_schedules[0])
                 self.run(s)
         best = self.best()
         if best is None:
