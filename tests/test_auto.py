@@ -323,3 +323,29 @@ def test_a_recipe_that_fails_is_skipped_and_the_others_are_kept():
     assert len(failed) == 2 and all("the teacher diverged or did not learn" in r["skipped"] for r in failed)
     assert all(r["val_error"] is None and r["seconds"] is None for r in failed)
     assert result["auto"]["chosen_settings"]["method"] == "baseline-ls" and "test_accuracy_mean" in result
+
+
+def test_the_artifact_of_an_auto_run_retrains_on_the_chosen_views_to_its_accuracies(tmp_path):
+    from labeldistill.artifact import evaluate_artifact, load_distilled
+
+    cfg = tiny(**{"auto.methods": ["baseline-ls"], "auto.views_per_image": [2], "auto.mixes": ["mixup"],
+                  "auto.augment": [1], "name": "a"})
+    result = run_experiment(cfg, out=str(tmp_path), device="cpu", handle_signals=False)
+    assert result["auto"]["chosen_settings"] == {"method": "baseline-ls", "views_per_image": 2, "mix": "mixup",
+                                                 "view_strength": 1.0, "augment": 1}
+    ds = load_distilled(tmp_path / "a")
+    assert ds.views is not None and len(ds.views.params.sources) == 40 and ds.views.spec.mix == "mixup"
+    assert torch.equal(ds.labels, result["labels"]) and ds.recipe.augment == 1
+    again = evaluate_artifact(ds)
+    assert again["test_accuracy"] == result["test_accuracy"] and again["recipe"]["num_steps"] == result["num_steps"]
+
+
+def test_every_recipe_lies_within_the_auto_grids():
+    """The run's own evaluate.augment and views.mix are not in the grids: no recipe uses them."""
+    result = run(tiny(**{"auto.methods": ["baseline-ls"], "auto.mixes": ["mixup"], "auto.augment": [1],
+                         "auto.view_strengths": [1.5], "evaluate.augment": 2, "views.mix": "cutmix"}))
+    recipes = result["auto"]["recipes"]
+    assert [r["views_per_image"] for r in recipes] == [0, 2]
+    assert all(r["augment"] == 1 for r in recipes)
+    assert recipes[1]["mix"] == "mixup" and recipes[1]["view_strength"] == 1.5
+    assert result["learner"]["augment"] == 1
