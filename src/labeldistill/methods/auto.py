@@ -103,6 +103,9 @@ def validate(cfg) -> None:
     if bad or not a.teacher_schedules:
         raise ConfigError(f"auto.teacher_schedules must list some of {', '.join(SCHEDULES)}, got "
                           f"{list(a.teacher_schedules)}")
+    if not all(t > 0 for t in a.teacher_temperatures):
+        raise ConfigError(f"auto.teacher_temperatures must be positive (or empty: evaluate.label_temperatures), got "
+                          f"{list(a.teacher_temperatures)}")
     if any(t < 1 for t in a.num_teachers) or any(x < 0 for x in a.augment):
         raise ConfigError("auto.num_teachers must be at least 1 and auto.augment 0 or more pixels")
 
