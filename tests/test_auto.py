@@ -246,6 +246,7 @@ data: {source: mnist5k, target: mnist5k, num_base_examples: 20}
     ("auto.augment=[]", "auto.augment must list"),
     ("auto.teacher_schedules=[]", "auto.teacher_schedules must list"),
     ("auto.teacher_schedules=[linear]", "auto.teacher_schedules must list some of constant, cosine"),
+    ("auto.teacher_temperatures=[0,1]", "auto.teacher_temperatures must be positive"),
     ("auto.time_budget=0", "auto.time_budget must be a positive"),
     ("auto.time_budget=-5", "auto.time_budget must be a positive"),
 ])
