@@ -308,6 +308,10 @@ def test_settings_at_the_edge_of_their_grids_are_reported():
     assert search.edges(chosen(search, inside, 50, {"temperature": 2.0})) == []
     assert search.edges(chosen(search, {**inside, "view_strength": 0.5}, 50, {"temperature": 1.0})) == [
         "view_strength=0.5 is the smallest tried", "temperature=1 is at the edge of the temperatures tried"]
+    # the storage budget's most views (-1) is no edge a wider grid could move
+    search = search_for(C.apply(cfg, {"auto.views_per_image": [0, -1]}))
+    most = {**inside, "views_per_image": search.budget_views}
+    assert search.budget_views == 19 and search.edges(chosen(search, most, 50, {"temperature": 2.0})) == []
     # label solving's temperatures (its own when evaluate.label_temperatures is empty) and lambdas
     solve = {"method": "label-solve", "views_per_image": 0, "augment": 0}
     search = search_for(C.apply(cfg, {"solve.ridge_lambdas": [0.001, 0.1]}))
@@ -350,3 +354,19 @@ def test_every_recipe_lies_within_the_auto_grids():
     assert all(r["augment"] == 1 for r in recipes)
     assert recipes[1]["mix"] == "mixup" and recipes[1]["view_strength"] == 1.5
     assert result["learner"]["augment"] == 1
+
+
+def test_label_solving_gets_the_random_networks_its_views_need_and_the_budget_caps_the_views():
+    # 20 images x 5 views = 100 examples > 84 features of one LeNet: two networks (a quarter more features)
+    result = run(tiny(**{"auto.methods": ["label-solve"], "auto.views_per_image": [5], "auto.mixes": ["cutmix"],
+                         "auto.augment": [0], "solve.num_networks": 1}))
+    (recipe,) = result["auto"]["recipes"]
+    assert recipe["val_error"] is not None and result["auto"]["chosen_overrides"]["solve.num_networks"] == 2
+    assert result["solve"]["num_networks"] == 2 and result["storage"]["num_labels"] == 100
+    # -1: as many views as the storage budget allows (28x28 uint8 images, 10 float16 labels: 39); a
+    # count over the budget is skipped with the budget's reason
+    result = run(tiny(**{"auto.methods": ["baseline-ls"], "auto.views_per_image": [-1, 40], "auto.mixes": ["cutmix"],
+                         "auto.augment": [0], "storage.label_dtype": "float16"}))
+    first, over = result["auto"]["recipes"]
+    assert first["views_per_image"] == 39 and first["val_error"] is not None
+    assert over["views_per_image"] == 40 and over["val_error"] is None and "budget" in over["skipped"]
