@@ -81,12 +81,83 @@ def test_teacher_ensemble_averages_the_logits_of_separately_trained_teachers():
     ("teacher.temperature", "0", "teacher.temperature must be positive"),
     ("evaluate.kd_teacher_epochs", "0", "teacher.train_epochs must be at least 1"),  # the earlier spelling
     ("method", "baseline-kdd", "did you mean 'baseline-kd'"),
+    ("teacher.schedule", "bad", "teacher.schedule must be one of constant, cosine, got 'bad'"),
 ])
 def test_kd_config_errors(key, value, message):
     from labeldistill.methods import check_config
 
     with pytest.raises(ConfigError, match=message):
         check_config(config_mod.with_overrides(config_mod.Config(method="baseline-kd"), [f"{key}={value}"]))
+
+
+def adam_loop(x, y, *, epochs, batch_size, lr, seed, lr_at=None) -> torch.nn.Module:
+    """A teacher trained by a plain Adam loop in train_teacher's seeded order; `lr_at(t)`: the
+    learning rate of step t (None: constant)."""
+    from labeldistill.evaluate import init_model
+    from labeldistill.seeding import derive_seed, generator
+
+    model = init_model(Recipe(arch="lenet"), derive_seed(seed, "teacher_init"), x.shape[1], 10, x.shape[-1])
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = generator(seed, "teacher_order")
+    t = 0
+    for _ in range(epochs):
+        order = torch.randperm(x.shape[0], generator=g)
+        for start in range(0, x.shape[0], batch_size):
+            if lr_at is not None:
+                opt.param_groups[0]["lr"] = lr_at(t)
+            sel = order[start:start + batch_size]
+            opt.zero_grad()
+            F.cross_entropy(model(x[sel]), y[sel]).backward()
+            opt.step()
+            t += 1
+    return model
+
+
+def teacher_task():
+    g = torch.Generator().manual_seed(3)
+    y = torch.arange(60) % 10
+    x = torch.randn(60, 1, 28, 28, generator=g)
+    return x, y
+
+
+def test_a_constant_teacher_schedule_is_a_plain_adam_loop():
+    x, y = teacher_task()
+    kw = dict(epochs=2, batch_size=16, lr=1e-3, seed=4)
+    plain = adam_loop(x, y, **kw)
+    for teacher in (train_teacher("lenet", x, y, 10, **kw),
+                    train_teacher("lenet", x, y, 10, schedule="constant", **kw)):
+        for a, b in zip(teacher.state_dict().values(), plain.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_cosine_teacher_schedule_anneals_the_learning_rate_to_zero(monkeypatch):
+    import math
+
+    x, y = teacher_task()
+    kw = dict(epochs=2, batch_size=16, lr=1e-3, seed=4)
+    steps = 2 * math.ceil(60 / 16)
+    schedulers = []
+
+    class Recorded(torch.optim.lr_scheduler.CosineAnnealingLR):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            schedulers.append(self)
+
+    monkeypatch.setattr(torch.optim.lr_scheduler, "CosineAnnealingLR", Recorded)
+    teacher = train_teacher("lenet", x, y, 10, schedule="cosine", **kw)
+    (sched,) = schedulers
+    assert sched.last_epoch == steps and sched.get_last_lr()[0] < 1e-12
+    plain = adam_loop(x, y, **kw, lr_at=lambda t: 1e-3 * (1 + math.cos(math.pi * t / steps)) / 2)
+    for a, b in zip(teacher.state_dict().values(), plain.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    constant = train_teacher("lenet", x, y, 10, **kw)
+    assert not torch.allclose(teacher.classifier.weight, constant.classifier.weight)  # the schedule matters
+
+
+def test_an_unknown_teacher_schedule_is_refused():
+    x, y = teacher_task()
+    with pytest.raises(ValueError, match="unknown teacher schedule 'linear'; known: constant, cosine"):
+        train_teacher("lenet", x, y, 10, epochs=1, batch_size=16, lr=1e-3, seed=0, schedule="linear")
 
 
 # ---------------------------------------------------------------------------

@@ -264,3 +264,59 @@ def test_ld_can_start_from_a_direct_methods_labels():
         check_config(config_mod.with_overrides(cfg, ["method=dd-rr"]))
     with pytest.raises(ConfigError, match="unknown distill.init_labels 'teacher'"):
         check_config(config_mod.with_overrides(cfg, ["distill.init_labels=teacher"]))
+
+
+@pytest.mark.parametrize("chunk", [7, 1000])
+def test_normal_equations_from_precomputed_target_moments_are_the_explicit_kernel_products(chunk):
+    from labeldistill.solve import target_moments
+
+    base, target, ty, feats = _problem(seed=7)
+    ps, pt = feats(base), feats(target)
+    k_st = ps @ pt.T
+    want = (ps @ ps.T, k_st @ k_st.T, k_st @ torch.nn.functional.one_hot(ty, 3).double())
+    moments = target_moments(feats, target, ty, 3, chunk=chunk)
+    other_base = base.flip(0)[:4]  # moments are of the target set alone: any base examples use them
+    for got, base_x, expected in (
+            (normal_equations(feats, base, target, ty, 3, chunk=chunk), base, want),
+            (normal_equations(feats, base, None, None, 3, moments=moments), base, want),
+            (normal_equations(feats, other_base, None, None, 3, moments=moments), other_base, None)):
+        if expected is None:
+            po = feats(base_x)
+            k_ot = po @ pt.T
+            expected = (po @ po.T, k_ot @ k_ot.T, k_ot @ torch.nn.functional.one_hot(ty, 3).double())
+        for g, w in zip(got, expected):
+            assert g.dtype == torch.float64
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+
+
+def test_label_solve_with_a_cache_reads_the_target_set_once(monkeypatch):
+    from dataclasses import replace
+
+    import labeldistill as ld
+    from labeldistill import solve
+
+    cfg = config_mod.from_dict({"method": "label-solve", "data": {"source": "mnist5k", "target": "mnist5k",
+                               "num_base_examples": 20}, "solve": {"num_networks": 2, "target_size": 500}})
+    data = ld.prepare(cfg)
+    other = replace(data, base_x=data.val_x[:30])
+    sizes = []
+    real_call = solve.RandomFeatures.__call__
+
+    def call(self, x, chunk=2048):
+        sizes.append(x.shape[0])
+        return real_call(self, x, chunk)
+
+    monkeypatch.setattr(solve.RandomFeatures, "__call__", call)
+    plain = [solve.label_solve(cfg, d, "lenet")[0] for d in (data, other)]
+    assert sizes == [500, 20, 500, 30]  # the target set, then the base examples, each time
+    sizes.clear()
+    cache: dict = {}
+    cached = [solve.label_solve(cfg, d, "lenet", cache=cache)[0] for d in (data, other)]
+    assert sizes == [500, 20, 30] and len(cache) == 1
+    for a, b in zip(plain, cached):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert plain[0][0.001].shape == (20, 10) and plain[1][0.001].shape == (30, 10)
+    # another seed or number of networks is another kernel: its moments are its own
+    sizes.clear()
+    solve.label_solve(config_mod.with_overrides(cfg, ["solve.num_networks=3"]), data, "lenet", cache=cache)
+    assert sizes == [500, 20] and len(cache) == 2

@@ -6,7 +6,8 @@ allows), how views are mixed and how strongly they are transformed, the number
 of teachers, and the learner's translations. Trying every combination costs
 too much, so the settings are tried one at a time (coordinate descent):
 
-1. every label maker of `auto.methods` with every `auto.views_per_image`;
+1. every label maker of `auto.methods` with every `auto.views_per_image` (the other
+   settings at the first value of their lists);
 2. for the best so far: every `auto.mixes`, then every `auto.view_strengths`
    (when it has views), every `auto.teacher_schedules` and `auto.num_teachers`
    (teacher labels), every `auto.augment`.
@@ -36,10 +37,11 @@ from dataclasses import dataclass, field, replace
 from ..budget import check_budget, max_labels_per_image
 from ..config import apply as apply_overrides
 from ..data import with_views
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, RunError, did_you_mean
 from ..evaluate import Recipe, init_model
 from ..kd import SCHEDULES, TEACHER_SECONDS, TEACHERS_TOTAL, untrained_teachers
 from ..views import MIXES, make_views
+from .label_solve import SOLVE_TEMPERATURES
 from .lookup import get_method
 from .protocol import MethodContext, MethodOutput
 from .registry import Method, list_methods, register_method
@@ -102,6 +104,9 @@ def validate(cfg) -> None:
     if bad or not a.teacher_schedules:
         raise ConfigError(f"auto.teacher_schedules must list some of {', '.join(SCHEDULES)}, got "
                           f"{list(a.teacher_schedules)}")
+    if not all(t > 0 for t in a.teacher_temperatures):
+        raise ConfigError(f"auto.teacher_temperatures must be positive (or empty: evaluate.label_temperatures), got "
+                          f"{list(a.teacher_temperatures)}")
     if any(t < 1 for t in a.num_teachers) or any(x < 0 for x in a.augment):
         raise ConfigError("auto.num_teachers must be at least 1 and auto.augment 0 or more pixels")
 
@@ -194,7 +199,9 @@ class Search:
             data = with_views(self.ctx.data, make_views(cfg, self.ctx.data.base_x))
             recipe = Recipe.from_config(cfg, self.ctx.arch, self.ctx.recipe.head)
             out = method.run(replace(self.ctx, cfg=cfg, data=data, recipe=recipe))
-        except ConfigError as exc:  # a recipe this data cannot run (e.g. label solving's rank): said, not fatal
+        # A recipe this data cannot run (label solving's rank, a teacher that did not learn, validation
+        # models that all diverged): said, not fatal, so the recipes that ran are not lost
+        except (ConfigError, RunError) as exc:
             trial.skipped = str(exc)
             self.ctx.emit("auto_skipped", recipe=name, reason=trial.skipped)
             return trial
@@ -222,12 +229,14 @@ class Search:
     # -- the search --------------------------------------------------------------
     def search(self) -> Trial:
         a = self.a
-        teachers0 = a.num_teachers[0]
         for m in a.methods:
             for k in a.views_per_image:
-                s = {"method": m, "views_per_image": k}
+                # every other setting at the first value of its grid, so that no recipe tried (or
+                # chosen) lies outside the grids
+                s = {"method": m, "views_per_image": k, "mix": a.mixes[0], "view_strength": a.view_strengths[0],
+                     "augment": a.augment[0]}
                 if m == "baseline-kd":
-                    s.update(num_teachers=teachers0, teacher_schedule=a.teacher_schedules[0])
+                    s.update(num_teachers=a.num_teachers[0], teacher_schedule=a.teacher_schedules[0])
                 self.run(s)
         best = self.best()
         if best is None:
@@ -256,7 +265,7 @@ class Search:
                 value = best.settings[key]
                 if value == max(grid) and not (key == "views_per_image" and value == self.budget_views):
                     out.append(f"{key}={value} is the largest tried")
-                elif value == min(grid) and key not in ("augment",) and value != 0:
+                elif value == min(grid) and key != "augment" and value != LEAST.get(key, 0):
                     out.append(f"{key}={value} is the smallest tried")
         out_ = best.output
         grid = self.ctx.cfg.evaluate.step_grid
@@ -264,10 +273,20 @@ class Search:
         if steps and out_.num_steps == max(steps):
             out.append(f"num_steps={out_.num_steps} is the largest step count searched (evaluate.step_grid)")
         choice = out_.info.get("label_choice") or {}
-        temps = self.ctx.cfg.evaluate.label_temperatures
-        if "temperature" in choice and len(temps) > 1 and choice["temperature"] in (min(temps), max(temps)):
-            out.append(f"temperature={choice['temperature']:g} is at the edge of evaluate.label_temperatures")
+        # The grids the recipe's own config offered (teacher labels try auto.teacher_temperatures,
+        # label solving its own temperatures when evaluate.label_temperatures is empty)
+        cfg = apply_overrides(self.cfg, self.overrides(best.settings))
+        temps = cfg.evaluate.label_temperatures or (SOLVE_TEMPERATURES if best.settings["method"] == "label-solve"
+                                                    else ())
+        for key, grid, where in (("temperature", temps, "the temperatures tried"),
+                                 ("ridge_lambda", cfg.solve.ridge_lambdas, "solve.ridge_lambdas")):
+            if key in choice and len(set(grid)) > 1 and choice[key] in (min(grid), max(grid)):
+                out.append(f"{key}={choice[key]:g} is at the edge of {where}")
         return out
+
+
+# The least a setting can be: a choice there is at no edge a wider grid could move
+LEAST = {"num_teachers": 1}
 
 
 def describe_settings(s: dict) -> str:
@@ -307,6 +326,7 @@ def describe(result: dict) -> list[str]:
     return [f"chose {chosen}"] if chosen else []
 
 
-register_method(Method("auto", "auto (chosen on validation)", "search", run, order=5, options="auto",
+# Reports list it after the built-in label makers it chooses among; the paper's methods lead.
+register_method(Method("auto", "auto (chosen on validation)", "search", run, order=80, options="auto",
                        validate=validate, describe=describe,
                        summary="tries label makers, views and their settings; keeps the lowest validation error"))
