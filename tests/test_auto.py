@@ -194,30 +194,28 @@ def test_a_budget_no_recipe_fits_is_a_one_line_error(monkeypatch, tmp_path):
     assert "could run none of its recipes" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_teachers_are_trained_once_for_recipes_that_differ_in_views(monkeypatch):
-    trained = []
+@pytest.fixture
+def trained(monkeypatch):
+    """The schedules of the teachers trained, in order."""
+    seen = []
     real = kd.train_teacher
 
     def train_teacher(*args, **kw):
-        trained.append(kw["schedule"])
+        seen.append(kw["schedule"])
         return real(*args, **kw)
 
     monkeypatch.setattr(kd, "train_teacher", train_teacher)
+    return seen
+
+
+def test_teachers_are_trained_once_for_recipes_that_differ_in_views(trained):
     result = run(tiny(**{"auto.methods": ["baseline-kd"], "auto.mixes": ["cutmix", "mixup"]}))
     recipes = result["auto"]["recipes"]
     assert len({r["views_per_image"] for r in recipes}) == 2 and len(recipes) >= 3
     assert trained == ["constant"]
 
 
-def test_each_teacher_schedule_trains_its_own_teacher(monkeypatch):
-    trained = []
-    real = kd.train_teacher
-
-    def train_teacher(*args, **kw):
-        trained.append(kw["schedule"])
-        return real(*args, **kw)
-
-    monkeypatch.setattr(kd, "train_teacher", train_teacher)
+def test_each_teacher_schedule_trains_its_own_teacher(trained):
     result = run(tiny(**{"auto.methods": ["baseline-kd"], "auto.views_per_image": [0],
                          "auto.teacher_schedules": ["constant", "cosine"], "auto.augment": [0, 1]}))
     schedules = [r["teacher_schedule"] for r in result["auto"]["recipes"]]
@@ -370,3 +368,11 @@ def test_label_solving_gets_the_random_networks_its_views_need_and_the_budget_ca
     first, over = result["auto"]["recipes"]
     assert first["views_per_image"] == 39 and first["val_error"] is not None
     assert over["views_per_image"] == 40 and over["val_error"] is None and "budget" in over["skipped"]
+
+
+def test_an_ensemble_after_one_teacher_trains_only_the_teachers_it_lacks(trained):
+    """Member 0 of an ensemble is the single teacher (kd.teacher_seed): three after one train two."""
+    result = run(tiny(**{"auto.methods": ["baseline-kd"], "auto.views_per_image": [0],
+                         "auto.teacher_schedules": ["constant"], "auto.num_teachers": [1, 3], "auto.augment": [0]}))
+    assert [r.get("num_teachers") for r in result["auto"]["recipes"]] == [1, 3]
+    assert trained == ["constant"] * 3
