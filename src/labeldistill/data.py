@@ -12,10 +12,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .budget import check_budget
 from .config import Config
 from .errors import ConfigError, DataError
 from .seeding import generator
 from .sources import DEFAULT_TEST_FRACTION, DatasetInfo, get_info, load_raw
+from .views import make_views
 
 
 @dataclass
@@ -61,6 +63,13 @@ class TaskData:
 def with_views(data: TaskData, views) -> TaskData:
     """The task data with its examples to label replaced by `views` (views.Views), or as it is (None)."""
     return data if views is None else replace(data, base_x=views.images, views=views)
+
+
+def with_config_views(cfg: Config, data: TaskData) -> TaskData:
+    """The task data with the views `cfg` asks for (none: as it is), once their labels are known to
+    fit the storage budget (budget.check_budget)."""
+    check_budget(cfg, data.base_pixels, data.num_classes)
+    return with_views(data, make_views(cfg, data.base_x))
 
 
 def to_pixels(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:

@@ -18,9 +18,9 @@ import torch
 
 from . import config as config_mod
 from .artifact import CARD_FILE, save_run_artifact
-from .budget import budget_name, check_budget, compress, storage
+from .budget import budget_name, compress, storage
 from .config import Config
-from .data import TaskData, data_fingerprint, prepare, with_views
+from .data import TaskData, data_fingerprint, prepare, with_config_views
 from .errors import LabelDistillError, RunError
 from .evaluate import CHANCE_MARGIN, Recipe, accuracy_summary, check_not_diverged, lr_advice, train_and_evaluate
 from .kd import accuracy
@@ -30,7 +30,6 @@ from .progress import ANALYSES, LOADING, TESTING, Meter, Progress, as_callback, 
 from .results import RunDir
 from .seeding import derive_seeds
 from .signals import stop_guard
-from .views import make_views
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -205,8 +204,7 @@ def _run(cfg: Config, dev: torch.device, run_dir: RunDir | None, checkpoint: dic
         where = cfg.data.source if cfg.data.source == cfg.data.target else f"{cfg.data.source} -> {cfg.data.target}"
         with Meter(progress, LOADING, 1, "dataset", detail=where):
             data = prepare(cfg, dev, root=root, target_batches=method.learns_over_epochs)
-            check_budget(cfg, data.base_pixels, data.num_classes)
-            data = with_views(data, make_views(cfg, data.base_x))
+            data = with_config_views(cfg, data)
         exp = Experiment(cfg, data, dev, run_dir, progress)
         if checkpoint is not None:
             _check_same_data(checkpoint, exp.fingerprint, run_dir)

@@ -60,13 +60,6 @@ class ViewSpec:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
-    def describe(self) -> str:
-        parts = [f"{self.per_image} views per image"]
-        if self.mix != "none":
-            parts.append(f"{self.mix} (alpha {self.mix_alpha:g})")
-        parts.append(f"rotate {self.rotate:g} deg, scale +-{self.scale:g}, translate +-{self.translate:g}")
-        return ", ".join(parts)
-
 
 def check_spec(spec) -> None:
     """A one-line ConfigError for a views section that cannot be drawn."""
@@ -175,8 +168,7 @@ def apply(images: torch.Tensor, params: ViewParams, chunk: int = 4096) -> torch.
         sl = slice(start, start + chunk)
         src = params.sources[sl].to(images.device)
         a, b = images[src[:, 0]], images[src[:, 1]]
-        mask = params.weight[sl].to(images.device, images.dtype).view(-1, 1, 1, 1).expand(-1, 1, *images.shape[-2:])
-        mask = mask.clone()
+        mask = params.weight[sl].to(images.device, images.dtype).view(-1, 1, 1, 1).repeat(1, 1, *images.shape[-2:])
         cut = (params.mix[sl] == MIX_CODES["cutmix"]).nonzero().flatten().tolist()
         for j in cut:
             t, bo, l, r = params.box[start + j].tolist()

@@ -21,8 +21,10 @@ validation split, and the recipe's validation error is that of its choice.
 The recipe with the lowest validation error wins (the first on ties); only it
 is tested. A recipe whose estimated time exceeds what is left of
 `auto.time_budget` is skipped and listed as such; the estimate is the time the
-most similar recipe already took (same method, with or without views, scaled
-by the number of teachers). Trained teachers are shared between recipes.
+most similar recipe already took (same method, with or without views) without
+training teachers, plus the teachers it still needs at the last teacher's
+time. Trained teachers (one by one) and label solving's pass over the target
+set are shared between recipes.
 
 The result lists every recipe with its settings, validation error and time, and
 which chosen settings lie at the edge of what was tried.
@@ -34,17 +36,18 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 
-from ..budget import check_budget, max_labels_per_image
+from ..budget import max_labels_per_image
 from ..config import apply as apply_overrides
-from ..data import with_views
+from ..data import with_config_views
 from ..errors import ConfigError, RunError, did_you_mean
 from ..evaluate import Recipe, init_model
 from ..kd import SCHEDULES, TEACHER_SECONDS, TEACHERS_TOTAL, untrained_teachers
-from ..views import MIXES, make_views
+from ..views import MIXES
 from .label_solve import SOLVE_TEMPERATURES
 from .lookup import get_method
 from .protocol import MethodContext, MethodOutput
 from .registry import Method, list_methods, register_method
+
 
 @dataclass
 class Trial:
@@ -194,9 +197,8 @@ class Search:
         teachers_before = self.teacher_time()
         try:
             cfg = apply_overrides(self.cfg, self.overrides(s))
-            check_budget(cfg, self.ctx.data.base_pixels, self.ctx.num_classes)
             method = get_method(s["method"])
-            data = with_views(self.ctx.data, make_views(cfg, self.ctx.data.base_x))
+            data = with_config_views(cfg, self.ctx.data)
             recipe = Recipe.from_config(cfg, self.ctx.arch, self.ctx.recipe.head)
             out = method.run(replace(self.ctx, cfg=cfg, data=data, recipe=recipe))
         # A recipe this data cannot run (label solving's rank, a teacher that did not learn, validation
@@ -218,13 +220,7 @@ class Search:
 
     def best(self) -> Trial | None:
         ran = [t for t in self.trials if t.val_error is not None]
-        if not ran:
-            return None
-        best = ran[0]
-        for t in ran[1:]:
-            if t.val_error < best.val_error:  # strictly lower: the first on ties
-                best = t
-        return best
+        return min(ran, key=lambda t: t.val_error, default=None)  # min keeps the first on ties
 
     # -- the search --------------------------------------------------------------
     def search(self) -> Trial:
